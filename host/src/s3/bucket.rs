@@ -1,0 +1,136 @@
+//! Bucket operations: list, create, head, delete, location, versioning.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::error::OrS3;
+use super::{Gateway, caller, now_ms, owner, timestamp};
+use crate::storage::{BucketRecord, StorageError};
+
+impl Gateway {
+    pub(super) async fn do_list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let me = caller(&req)?;
+        let mut buckets: Vec<_> = self
+            .storage
+            .list_buckets()
+            .await
+            .or_s3()?
+            .into_iter()
+            .filter(|b| b.owner == me)
+            .collect();
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        let output = ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|b| Bucket {
+                        name: Some(b.name),
+                        creation_date: Some(timestamp(b.created_unix_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            owner: Some(owner(me)),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn do_create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let me = caller(&req)?.to_owned();
+        let bucket = req.input.bucket.clone();
+        if let Some(constraint) = req
+            .input
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
+            .map(|l| l.as_str())
+            .filter(|l| !l.is_empty())
+            && constraint != self.region
+        {
+            return Err(s3_error!(
+                IllegalLocationConstraintException,
+                "The {constraint} location constraint is incompatible for the region specific endpoint this request was sent to."
+            ));
+        }
+        let record = BucketRecord {
+            name: bucket.clone(),
+            owner: me.clone(),
+            created_unix_ms: now_ms(),
+        };
+        match self.storage.create_bucket(record).await {
+            Ok(()) => {}
+            Err(StorageError::BucketExists { owner }) if owner == me => {
+                return Err(s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "Your previous request to create the named bucket succeeded and you already own it."
+                ));
+            }
+            Err(StorageError::BucketExists { .. }) => {
+                return Err(s3_error!(
+                    BucketAlreadyExists,
+                    "The requested bucket name is not available."
+                ));
+            }
+            Err(e) => return Err(super::error::storage_error(e)),
+        }
+        let output = CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn do_head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.owned_bucket(&req, &req.input.bucket).await?;
+        let output = HeadBucketOutput {
+            bucket_region: Some(self.region.clone()),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn do_delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.owned_bucket(&req, &req.input.bucket).await?;
+        self.storage
+            .delete_bucket(&req.input.bucket)
+            .await
+            .or_s3()?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    pub(super) async fn do_get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.owned_bucket(&req, &req.input.bucket).await?;
+        // AWS answers an empty constraint for us-east-1.
+        let location_constraint = (self.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint,
+        }))
+    }
+
+    pub(super) async fn do_get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        // Buckets are never versioned: no Status, as AWS answers for a bucket
+        // that never had versioning enabled.
+        self.owned_bucket(&req, &req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+}

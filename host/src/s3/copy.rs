@@ -1,0 +1,156 @@
+//! CopyObject, and the copy-source handling UploadPartCopy shares.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::body::{BodyClaims, Ingested, ingest};
+use super::conditions::Conditions;
+use super::error::OrS3;
+use super::get::content_stream;
+use super::metadata::MetadataInput;
+use super::{Gateway, now_ms, quoted, timestamp};
+use crate::storage::{ObjectPart, ObjectRecord};
+
+/// A readable copy source with its conditions checked.
+pub(super) struct CopySourceObject {
+    pub bucket: String,
+    pub key: String,
+    pub object: ObjectRecord,
+}
+
+impl Gateway {
+    pub(super) async fn copy_source<T>(
+        &self,
+        req: &S3Request<T>,
+        source: &CopySource,
+        conditions: Conditions,
+    ) -> S3Result<CopySourceObject> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Access point copy sources are not supported"
+            ));
+        };
+        if version_id.as_deref().is_some_and(|v| v != "null") {
+            return Err(s3_error!(
+                NoSuchVersion,
+                "The specified version does not exist."
+            ));
+        }
+        self.owned_bucket(req, bucket).await?;
+        let object = self
+            .storage
+            .get_object(bucket, key)
+            .await
+            .or_s3()?
+            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
+        conditions.check(&object).map_err(|f| f.for_copy())?;
+        Ok(CopySourceObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            object,
+        })
+    }
+
+    /// Re-reads `range` of the source through the same ingest path a PUT
+    /// takes, so the copy gets its own digest and its own stored data.
+    pub(super) async fn copy_data(
+        &self,
+        source: &ObjectRecord,
+        range: std::ops::Range<u64>,
+    ) -> S3Result<Ingested> {
+        let stream = content_stream(self.storage.clone(), source, range.clone());
+        let claims = BodyClaims {
+            content_length: Some(range.end - range.start),
+            max_size: super::body::MAX_PUT_SIZE,
+            ..Default::default()
+        };
+        ingest(self.storage.as_ref(), Some(stream), claims).await
+    }
+
+    pub(super) async fn do_copy_object(
+        &self,
+        mut req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.owned_bucket(&req, &bucket).await?;
+        let conditions = Conditions {
+            if_match: req.input.copy_source_if_match.take(),
+            if_none_match: req.input.copy_source_if_none_match.take(),
+            if_modified_since: req.input.copy_source_if_modified_since.take(),
+            if_unmodified_since: req.input.copy_source_if_unmodified_since.take(),
+        };
+        let source = self
+            .copy_source(&req, &req.input.copy_source, conditions)
+            .await?;
+        let input = &mut req.input;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && source.bucket == bucket && source.key == key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        let metadata = if replace {
+            MetadataInput {
+                content_type: input.content_type.take(),
+                content_encoding: input.content_encoding.take(),
+                content_disposition: input.content_disposition.take(),
+                content_language: input.content_language.take(),
+                cache_control: input.cache_control.take(),
+                expires: input.expires.take(),
+                user: input.metadata.take(),
+            }
+            .into_record()?
+        } else {
+            source.object.metadata.clone()
+        };
+        if source.object.size > super::body::MAX_PUT_SIZE {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
+            ));
+        }
+        let ingested = self
+            .copy_data(&source.object, 0..source.object.size)
+            .await?;
+        let digest = ingested.digest;
+        let etag = digest.md5_hex();
+        let record = ObjectRecord {
+            size: digest.size,
+            etag: etag.clone(),
+            last_modified_unix_ms: now_ms(),
+            metadata,
+            // Checksums of the source are of the same bytes.
+            checksums: source.object.checksums.clone(),
+            parts: vec![ObjectPart {
+                segment: ingested.staged.segment.clone(),
+                size: digest.size,
+                etag: etag.clone(),
+            }],
+            multipart: false,
+        };
+        let last_modified = record.last_modified_unix_ms;
+        self.storage
+            .commit_object(&bucket, &key, record, vec![ingested.staged])
+            .await
+            .or_s3()?;
+        let output = CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(quoted(&etag)),
+                last_modified: Some(timestamp(last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+}

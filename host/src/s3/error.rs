@@ -1,0 +1,51 @@
+//! How storage failures become S3 errors. Internal details are logged, never
+//! sent to the client.
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+
+use crate::storage::StorageError;
+
+pub fn storage_error(e: StorageError) -> S3Error {
+    match e {
+        StorageError::NoSuchBucket => {
+            s3_error!(NoSuchBucket, "The specified bucket does not exist")
+        }
+        StorageError::BucketExists { .. } => s3_error!(BucketAlreadyExists),
+        StorageError::BucketNotEmpty => s3_error!(
+            BucketNotEmpty,
+            "The bucket you tried to delete is not empty"
+        ),
+        StorageError::NoSuchUpload => s3_error!(
+            NoSuchUpload,
+            "The specified multipart upload does not exist."
+        ),
+        StorageError::Body(e) => {
+            S3Error::with_message(S3ErrorCode::IncompleteBody, format!("request body: {e}"))
+        }
+        StorageError::Io(e) => {
+            tracing::error!(error = %e, "storage I/O failed");
+            s3_error!(
+                InternalError,
+                "We encountered an internal error. Please try again."
+            )
+        }
+        StorageError::Metadata(e) => {
+            tracing::error!(error = %e, "metadata store failed");
+            s3_error!(
+                InternalError,
+                "We encountered an internal error. Please try again."
+            )
+        }
+    }
+}
+
+/// Lets `?` turn storage errors into S3 errors inside handlers.
+pub trait OrS3<T> {
+    fn or_s3(self) -> Result<T, S3Error>;
+}
+
+impl<T> OrS3<T> for Result<T, StorageError> {
+    fn or_s3(self) -> Result<T, S3Error> {
+        self.map_err(storage_error)
+    }
+}

@@ -1,0 +1,261 @@
+//! Listeners and the per-request envelope: request ids, the request log
+//! line, metrics, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::Body;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+
+use crate::admin::Admin;
+use crate::auth::{self, OperationSlot, SignedOnly, Users};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::s3::Gateway;
+use crate::storage::Storage;
+use crate::storage::local::LocalStorage;
+
+/// How long in-flight requests may run on after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let expiry = Duration::from_secs(settings.multipart_expiry_hours * 3600);
+    let storage: Arc<dyn Storage> = Arc::new(
+        LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?,
+    );
+    let main = auth::main_credentials(&settings)?;
+    let users = Users::load(&main.pair, settings.users_file.as_deref())?;
+    let admin_token = auth::admin_token(&settings)?;
+    let metrics = Arc::new(Metrics::default());
+
+    let s3 = Arc::new(build_s3_service(&settings, storage.clone(), users)?);
+    let admin = Arc::new(Admin {
+        token: admin_token,
+        metrics: metrics.clone(),
+        storage,
+    });
+
+    let s3_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", settings.admin_listen))?;
+    announce(
+        &settings,
+        &main,
+        s3_listener.local_addr()?,
+        admin_listener.local_addr()?,
+    );
+
+    let graceful = GracefulShutdown::new();
+    let s3_handler = move |req: Request<Incoming>| {
+        let (s3, metrics) = (s3.clone(), metrics.clone());
+        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, req).await) }
+    };
+    let admin_handler = move |req: Request<Incoming>| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = s3_listener.accept() => spawn_connection(&graceful, accepted, s3_handler.clone()),
+            accepted = admin_listener.accept() => spawn_connection(&graceful, accepted, admin_handler.clone()),
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after the grace period; stopping anyway");
+    }
+    Ok(())
+}
+
+fn build_s3_service(
+    settings: &Settings,
+    storage: Arc<dyn Storage>,
+    users: Users,
+) -> anyhow::Result<S3Service> {
+    let mut builder = S3ServiceBuilder::new(Gateway::new(storage, settings.region.clone()));
+    builder.set_auth(users);
+    builder.set_access(SignedOnly);
+    if let Some(domain) = &settings.domain {
+        let host = s3s::host::SingleDomain::new(domain)
+            .map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
+        builder.set_host(host);
+    }
+    Ok(builder.build())
+}
+
+fn announce(settings: &Settings, main: &auth::MainCredentials, s3: SocketAddr, admin: SocketAddr) {
+    tracing::info!(endpoint = %format!("http://{s3}"), admin = %format!("http://{admin}"), data_dir = %settings.data_dir.display(), region = %settings.region, "sealgate listening");
+    // Printed, not logged: the secret belongs on the operator's terminal, not in log storage.
+    println!(
+        "sealgate S3 endpoint: http://{s3}  (region {})",
+        settings.region
+    );
+    println!("admin endpoint:       http://{admin}");
+    if main.generated {
+        println!("access key: {}", main.pair.access_key);
+        println!("secret key: {}", main.pair.secret_key);
+        println!(
+            "(generated; stored in {})",
+            settings.data_dir.join("credentials.toml").display()
+        );
+    } else {
+        println!(
+            "access key: {} (secret key as configured)",
+            main.pair.access_key
+        );
+    }
+}
+
+fn spawn_connection<S, F, B>(
+    graceful: &GracefulShutdown,
+    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+    handler: S,
+) where
+    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (stream, peer) = match accepted {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let builder = ConnBuilder::new(TokioExecutor::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler))
+        .into_owned();
+    let watched = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn header_u64(headers: &hyper::HeaderMap, name: hyper::header::HeaderName) -> u64 {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bucket a path-style request names (for the log line only).
+fn bucket_of(path: &str) -> String {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn handle_s3(
+    s3: &S3Service,
+    metrics: &Metrics,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase();
+    let slot = OperationSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let bucket = bucket_of(req.uri().path());
+    let bytes_in = header_u64(req.headers(), hyper::header::CONTENT_LENGTH);
+
+    let mut res = match s3.call(req.map(Body::from)).await {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(error = ?e, "s3 service failed");
+            let mut res = Response::new(Body::from(internal_error_xml()));
+            *res.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            res
+        }
+    };
+    stamp_request_id(&mut res, &request_id);
+
+    let status = res.status().as_u16();
+    let operation = slot.0.get().map_or("Unresolved", String::as_str);
+    let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);
+    let elapsed = started.elapsed();
+    metrics.record_request(
+        operation,
+        status,
+        elapsed.as_secs_f64(),
+        bytes_in,
+        bytes_out,
+    );
+    tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    res
+}
+
+fn internal_error_xml() -> String {
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into()
+}
+
+/// Every response carries the request id in `x-amz-request-id`; error
+/// bodies also carry it as `<RequestId>`, as AWS's do.
+fn stamp_request_id(res: &mut Response<Body>, request_id: &str) {
+    let value = hyper::header::HeaderValue::from_str(request_id).expect("hex is a valid header");
+    res.headers_mut().insert("x-amz-request-id", value.clone());
+    res.headers_mut().insert("x-amz-id-2", value);
+    if res.status().as_u16() < 400 {
+        return;
+    }
+    let Some(body) = res.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return;
+    };
+    if text.contains("<RequestId>") {
+        return;
+    }
+    let Some(end) = text.rfind("</Error>") else {
+        return;
+    };
+    let patched = format!(
+        "{}<RequestId>{request_id}</RequestId>{}",
+        &text[..end],
+        &text[end..]
+    );
+    res.headers_mut()
+        .insert(hyper::header::CONTENT_LENGTH, patched.len().into());
+    *res.body_mut() = Body::from(patched);
+}

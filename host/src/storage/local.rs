@@ -1,0 +1,712 @@
+//! The embedded store: object bytes in files named by random ids under
+//! `<data-dir>/objects/`, everything else in a redb database
+//! (`<data-dir>/metadata.redb`).
+//!
+//! Why redb: every commit is a crash-safe, fsynced transaction, so an object
+//! record and the replacement of its predecessor become visible together or
+//! not at all, and listing is a sorted range scan. Object keys never become
+//! file paths: a key is only ever a database key.
+//!
+//! Write protocol: body → `tmp/<id>` → fsync → rename to `objects/<id[..2]>/<id>`
+//! → fsync directory → (later) metadata commit. A crash before the commit
+//! leaves an unreferenced file, removed at the next start-up.
+
+use std::collections::HashSet;
+use std::ops::{Bound, Range};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::*;
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+/// Key: bucket name, NUL, object key. Bucket names never contain NUL, so one
+/// bucket's objects are a contiguous range ordered by key bytes, as S3 lists.
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
+
+const WRITE_BUFFER: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+pub struct LocalStorage {
+    db: Arc<Database>,
+    objects_dir: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(e: redb::Error) -> Self {
+        StorageError::Metadata(e.to_string())
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self { StorageError::from(redb::Error::from(e)) }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StorageError::Metadata(format!("corrupt record: {e}")))
+}
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Data ids are 32 lower-case hex digits; anything else is refused before
+/// it can touch a path.
+fn is_data_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl LocalStorage {
+    /// Opens (or creates) the store and recovers from any earlier crash:
+    /// removes temp files, expires old multipart uploads and deletes data
+    /// files no committed record references.
+    pub fn open(data_dir: &Path, upload_expiry: std::time::Duration) -> Result<Self, StorageError> {
+        let objects_dir = data_dir.join("objects");
+        let tmp_dir = data_dir.join("tmp");
+        std::fs::create_dir_all(&objects_dir)?;
+        if tmp_dir.exists() {
+            std::fs::remove_dir_all(&tmp_dir)?;
+        }
+        std::fs::create_dir_all(&tmp_dir)?;
+        let db = Database::create(data_dir.join("metadata.redb"))?;
+        let txn = db.begin_write()?;
+        txn.open_table(BUCKETS)?;
+        txn.open_table(OBJECTS)?;
+        txn.open_table(UPLOADS)?;
+        txn.open_table(PARTS)?;
+        txn.commit()?;
+        let store = Self {
+            db: Arc::new(db),
+            objects_dir,
+            tmp_dir,
+        };
+        store.expire_uploads(upload_expiry)?;
+        store.remove_unreferenced_data()?;
+        Ok(store)
+    }
+
+    fn data_path(&self, id: &str) -> Result<PathBuf, StorageError> {
+        if !is_data_id(id) {
+            return Err(StorageError::Metadata(format!("invalid data id {id:?}")));
+        }
+        Ok(self.objects_dir.join(&id[..2]).join(id))
+    }
+
+    fn expire_uploads(&self, expiry: std::time::Duration) -> Result<(), StorageError> {
+        let cutoff = now_ms() - expiry.as_millis() as i64;
+        let expired: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let uploads = txn.open_table(UPLOADS)?;
+            let mut out = Vec::new();
+            for item in uploads.iter()? {
+                let (id, value) = item?;
+                let upload: UploadRecord = decode(value.value())?;
+                if upload.initiated_unix_ms < cutoff {
+                    out.push(id.value().to_owned());
+                }
+            }
+            out
+        };
+        for id in expired {
+            tracing::info!(upload_id = %id, "expiring abandoned multipart upload");
+            let segments = remove_upload(&self.db, &id)?;
+            self.delete_segments(&segments);
+        }
+        Ok(())
+    }
+
+    fn remove_unreferenced_data(&self) -> Result<(), StorageError> {
+        let mut referenced = HashSet::new();
+        {
+            let txn = self.db.begin_read()?;
+            for item in txn.open_table(OBJECTS)?.iter()? {
+                let object: ObjectRecord = decode(item?.1.value())?;
+                referenced.extend(object.parts.into_iter().map(|p| p.segment.data_id));
+            }
+            for item in txn.open_table(PARTS)?.iter()? {
+                let part: PartRecord = decode(item?.1.value())?;
+                referenced.insert(part.part.segment.data_id);
+            }
+        }
+        for shard in std::fs::read_dir(&self.objects_dir)? {
+            let shard = shard?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&shard)? {
+                let file = file?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !referenced.contains(&name) {
+                    tracing::info!(data_id = %name, "removing data no record references");
+                    std::fs::remove_file(file.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_segments(&self, segments: &[DataSegment]) {
+        for segment in segments {
+            if let Ok(path) = self.data_path(&segment.data_id)
+                && let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(data_id = %segment.data_id, error = %e, "could not remove replaced data");
+            }
+        }
+    }
+
+    /// Runs a metadata operation off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StorageError::Metadata(format!("metadata task failed: {e}")))?
+    }
+
+    async fn delete_segments_later(self: &Self, segments: Vec<DataSegment>) {
+        if segments.is_empty() {
+            return;
+        }
+        let paths: Vec<PathBuf> = segments
+            .iter()
+            .filter_map(|s| self.data_path(&s.data_id).ok())
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for path in paths {
+                let _ = std::fs::remove_file(path);
+            }
+        })
+        .await;
+    }
+}
+
+/// Removes an upload and its parts in one transaction; returns their data.
+fn remove_upload(db: &Database, upload_id: &str) -> Result<Vec<DataSegment>, StorageError> {
+    let txn = db.begin_write()?;
+    let segments = {
+        let mut uploads = txn.open_table(UPLOADS)?;
+        if uploads.remove(upload_id)?.is_none() {
+            return Err(StorageError::NoSuchUpload);
+        }
+        take_parts(&mut txn.open_table(PARTS)?, upload_id)?
+            .into_iter()
+            .map(|p| p.part.segment)
+            .collect()
+    };
+    txn.commit()?;
+    Ok(segments)
+}
+
+fn take_parts(
+    parts: &mut redb::Table<(&str, u32), &[u8]>,
+    upload_id: &str,
+) -> Result<Vec<PartRecord>, StorageError> {
+    let mut out = Vec::new();
+    for item in parts.extract_from_if((upload_id, 0)..=(upload_id, u32::MAX), |_, _| true)? {
+        out.push(decode(item?.1.value())?);
+    }
+    Ok(out)
+}
+
+fn list_range(
+    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    query: &ListQuery,
+) -> Result<ListPage, StorageError> {
+    let mut page = ListPage::default();
+    if query.max_keys == 0 {
+        return Ok(page);
+    }
+    let base_len = bucket.len() + 1;
+    let prefix_key = object_key(bucket, &query.prefix);
+    let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
+    let mut cursor: Bound<Vec<u8>> = match &query.start_after {
+        Some(after) if object_key(bucket, after) >= prefix_key => {
+            Bound::Excluded(object_key(bucket, after))
+        }
+        _ => Bound::Included(prefix_key.clone()),
+    };
+    'scan: loop {
+        let range = (cursor.as_ref().map(Vec::as_slice), Bound::Unbounded);
+        for item in objects.range::<&[u8]>(range)? {
+            let (k, v) = item?;
+            let raw = k.value();
+            if !raw.starts_with(&prefix_key) {
+                break 'scan;
+            }
+            let key = std::str::from_utf8(&raw[base_len..])
+                .map_err(|_| StorageError::Metadata("non-UTF-8 key in store".into()))?;
+            if let Some(d) = delimiter
+                && let Some(pos) = key[query.prefix.len()..].find(d)
+            {
+                let common = &key[..query.prefix.len() + pos + d.len()];
+                let already_listed = query
+                    .start_after
+                    .as_deref()
+                    .is_some_and(|after| common <= after);
+                if !already_listed {
+                    if page.entries.len() == query.max_keys {
+                        page.is_truncated = true;
+                        break 'scan;
+                    }
+                    page.entries
+                        .push(ListEntry::CommonPrefix(common.to_owned()));
+                }
+                // UTF-8 never contains 0xFF, so this sorts after every key under `common`.
+                let mut next = object_key(bucket, common);
+                next.push(0xFF);
+                cursor = Bound::Included(next);
+                continue 'scan;
+            }
+            if page.entries.len() == query.max_keys {
+                page.is_truncated = true;
+                break 'scan;
+            }
+            page.entries
+                .push(ListEntry::Object(key.to_owned(), decode(v.value())?));
+        }
+        break;
+    }
+    Ok(page)
+}
+
+#[async_trait::async_trait]
+impl Storage for LocalStorage {
+    async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut buckets = txn.open_table(BUCKETS)?;
+                if let Some(existing) = buckets.get(bucket.name.as_str())? {
+                    let existing: BucketRecord = decode(existing.value())?;
+                    return Err(StorageError::BucketExists {
+                        owner: existing.owner,
+                    });
+                }
+                buckets.insert(bucket.name.as_str(), encode(&bucket).as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let buckets = txn.open_table(BUCKETS)?;
+            buckets
+                .get(name.as_str())?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError> {
+        self.blocking(|db| {
+            let txn = db.begin_read()?;
+            let mut out = Vec::new();
+            for item in txn.open_table(BUCKETS)?.iter()? {
+                out.push(decode(item?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<(), StorageError> {
+        let name = name.to_owned();
+        let segments = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let mut segments = Vec::new();
+                {
+                    let mut buckets = txn.open_table(BUCKETS)?;
+                    if buckets.get(name.as_str())?.is_none() {
+                        return Err(StorageError::NoSuchBucket);
+                    }
+                    let objects = txn.open_table(OBJECTS)?;
+                    let start = object_key(&name, "");
+                    if let Some(first) = objects.range::<&[u8]>(start.as_slice()..)?.next()
+                        && first?.0.value().starts_with(&start)
+                    {
+                        return Err(StorageError::BucketNotEmpty);
+                    }
+                    let mut uploads = txn.open_table(UPLOADS)?;
+                    let mut parts = txn.open_table(PARTS)?;
+                    let pending: Vec<String> = uploads
+                        .iter()?
+                        .filter_map(|item| {
+                            let (id, v) = item.ok()?;
+                            let upload: UploadRecord = decode(v.value()).ok()?;
+                            (upload.bucket == name).then(|| id.value().to_owned())
+                        })
+                        .collect();
+                    for id in pending {
+                        uploads.remove(id.as_str())?;
+                        segments.extend(
+                            take_parts(&mut parts, &id)?
+                                .into_iter()
+                                .map(|p| p.part.segment),
+                        );
+                    }
+                    buckets.remove(name.as_str())?;
+                }
+                txn.commit()?;
+                Ok(segments)
+            })
+            .await?;
+        self.delete_segments_later(segments).await;
+        Ok(())
+    }
+
+    async fn write_data(&self, mut body: ByteStream) -> Result<StagedData, StorageError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tmp_path = self.tmp_dir.join(&id);
+        let final_path = self.data_path(&id)?;
+        // Removes the temp file on every early return, including a body error.
+        let tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp_path)
+            .await?;
+        let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            size += chunk.len() as u64;
+            writer.write_all(&chunk).await?;
+        }
+        writer.flush().await?;
+        writer.into_inner().sync_all().await?;
+        let shard = final_path
+            .parent()
+            .expect("data path has a shard")
+            .to_owned();
+        let (from, to) = (tmp_path, final_path.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&shard)?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(&shard)?.sync_all()
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        std::mem::forget(tmp_guard);
+        let segment = DataSegment {
+            data_id: id,
+            stored_size: size,
+        };
+        Ok(StagedData::new(segment, move || {
+            let _ = std::fs::remove_file(final_path);
+        }))
+    }
+
+    async fn read_data(
+        &self,
+        segment: &DataSegment,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let path = self.data_path(&segment.data_id)?;
+        let mut file = tokio::fs::File::open(path).await?;
+        if range.start > 0 {
+            file.seek(std::io::SeekFrom::Start(range.start)).await?;
+        }
+        let limited = tokio::io::AsyncReadExt::take(file, range.end - range.start);
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            limited, READ_CHUNK,
+        )))
+    }
+
+    async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: ObjectRecord,
+        data: Vec<StagedData>,
+    ) -> Result<(), StorageError> {
+        let (bucket, db_key) = (bucket.to_owned(), object_key(bucket, key));
+        let replaced = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let replaced = {
+                    if txn.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
+                        return Err(StorageError::NoSuchBucket);
+                    }
+                    let mut objects = txn.open_table(OBJECTS)?;
+                    let old = objects.insert(db_key.as_slice(), encode(&object).as_slice())?;
+                    match old {
+                        Some(old) => decode::<ObjectRecord>(old.value())?.parts,
+                        None => Vec::new(),
+                    }
+                };
+                txn.commit()?;
+                for staged in data {
+                    staged.keep();
+                }
+                Ok(replaced)
+            })
+            .await?;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect())
+            .await;
+        Ok(())
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StorageError> {
+        let db_key = object_key(bucket, key);
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let objects = txn.open_table(OBJECTS)?;
+            objects
+                .get(db_key.as_slice())?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {
+        let db_key = object_key(bucket, key);
+        let removed = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let removed = match txn.open_table(OBJECTS)?.remove(db_key.as_slice())? {
+                    Some(old) => Some(decode::<ObjectRecord>(old.value())?),
+                    None => None,
+                };
+                txn.commit()?;
+                Ok(removed)
+            })
+            .await?;
+        let existed = removed.is_some();
+        if let Some(old) = removed {
+            self.delete_segments_later(old.parts.into_iter().map(|p| p.segment).collect())
+                .await;
+        }
+        Ok(existed)
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        query: &ListQuery,
+    ) -> Result<ListPage, StorageError> {
+        let (bucket, query) = (bucket.to_owned(), query.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            list_range(&txn.open_table(OBJECTS)?, &bucket, &query)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            if txn
+                .open_table(BUCKETS)?
+                .get(upload.bucket.as_str())?
+                .is_none()
+            {
+                return Err(StorageError::NoSuchBucket);
+            }
+            txn.open_table(UPLOADS)?
+                .insert(upload.upload_id.as_str(), encode(&upload).as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
+        let upload_id = upload_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let uploads = txn.open_table(UPLOADS)?;
+            uploads
+                .get(upload_id.as_str())?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn commit_part(
+        &self,
+        upload_id: &str,
+        part: PartRecord,
+        data: StagedData,
+    ) -> Result<(), StorageError> {
+        let upload_id = upload_id.to_owned();
+        let replaced = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let replaced = {
+                    if txn.open_table(UPLOADS)?.get(upload_id.as_str())?.is_none() {
+                        return Err(StorageError::NoSuchUpload);
+                    }
+                    let mut parts = txn.open_table(PARTS)?;
+                    let old = parts.insert(
+                        (upload_id.as_str(), part.part_number),
+                        encode(&part).as_slice(),
+                    )?;
+                    old.map(|v| decode::<PartRecord>(v.value())).transpose()?
+                };
+                txn.commit()?;
+                data.keep();
+                Ok(replaced)
+            })
+            .await?;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect())
+            .await;
+        Ok(())
+    }
+
+    async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError> {
+        let upload_id = upload_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let parts = txn.open_table(PARTS)?;
+            let mut out = Vec::new();
+            for item in parts.range((upload_id.as_str(), 0)..=(upload_id.as_str(), u32::MAX))? {
+                out.push(decode(item?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        object: ObjectRecord,
+    ) -> Result<(), StorageError> {
+        let upload_id = upload_id.to_owned();
+        let unused = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let unused = {
+                    let mut uploads = txn.open_table(UPLOADS)?;
+                    let upload: UploadRecord = match uploads.remove(upload_id.as_str())? {
+                        Some(v) => decode(v.value())?,
+                        None => return Err(StorageError::NoSuchUpload),
+                    };
+                    if txn
+                        .open_table(BUCKETS)?
+                        .get(upload.bucket.as_str())?
+                        .is_none()
+                    {
+                        return Err(StorageError::NoSuchBucket);
+                    }
+                    let used: HashSet<&str> = object
+                        .parts
+                        .iter()
+                        .map(|p| p.segment.data_id.as_str())
+                        .collect();
+                    let mut unused: Vec<DataSegment> =
+                        take_parts(&mut txn.open_table(PARTS)?, &upload_id)?
+                            .into_iter()
+                            .map(|p| p.part.segment)
+                            .filter(|s| !used.contains(s.data_id.as_str()))
+                            .collect();
+                    let db_key = object_key(&upload.bucket, &upload.key);
+                    let mut objects = txn.open_table(OBJECTS)?;
+                    if let Some(old) =
+                        objects.insert(db_key.as_slice(), encode(&object).as_slice())?
+                    {
+                        unused.extend(
+                            decode::<ObjectRecord>(old.value())?
+                                .parts
+                                .into_iter()
+                                .map(|p| p.segment),
+                        );
+                    }
+                    unused
+                };
+                txn.commit()?;
+                Ok(unused)
+            })
+            .await?;
+        self.delete_segments_later(unused).await;
+        Ok(())
+    }
+
+    async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError> {
+        let upload_id = upload_id.to_owned();
+        let segments = self
+            .blocking(move |db| remove_upload(db, &upload_id))
+            .await?;
+        self.delete_segments_later(segments).await;
+        Ok(())
+    }
+
+    async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError> {
+        let bucket = bucket.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let mut out = Vec::new();
+            for item in txn.open_table(UPLOADS)?.iter()? {
+                let upload: UploadRecord = decode(item?.1.value())?;
+                if upload.bucket == bucket {
+                    out.push(upload);
+                }
+            }
+            out.sort_by(|a, b| (&a.key, a.initiated_unix_ms).cmp(&(&b.key, b.initiated_unix_ms)));
+            Ok(out)
+        })
+        .await
+    }
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The object store behind the S3 front.
+//!
+//! The [`Storage`] trait speaks of buckets, objects, multipart uploads and
+//! opaque data segments, never of files, so that an upstream S3 backend can
+//! implement it later. Writing is two-step: [`Storage::write_data`] makes the
+//! bytes durable but invisible, then a commit (`commit_object`,
+//! `commit_part`, `complete_upload`) makes them visible atomically. Dropping
+//! an uncommitted [`StagedData`] discards its bytes.
+
+pub mod local;
+mod records;
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+
+pub use records::*;
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
+
+/// Storage failures, each meaning one thing to the S3 front.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("bucket does not exist")]
+    NoSuchBucket,
+    #[error("bucket already exists, owned by {owner}")]
+    BucketExists { owner: String },
+    #[error("bucket is not empty")]
+    BucketNotEmpty,
+    #[error("multipart upload does not exist")]
+    NoSuchUpload,
+    #[error("request body failed: {0}")]
+    Body(std::io::Error),
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata store: {0}")]
+    Metadata(String),
+}
+
+/// Bytes made durable by [`Storage::write_data`] but not yet part of any
+/// object or part. Dropping it without committing discards the bytes.
+pub struct StagedData {
+    pub segment: DataSegment,
+    discard: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl StagedData {
+    pub fn new(segment: DataSegment, discard: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            segment,
+            discard: Some(Box::new(discard)),
+        }
+    }
+
+    /// Called by a backend once the segment is referenced by committed metadata.
+    pub fn keep(mut self) -> DataSegment {
+        self.discard = None;
+        self.segment.clone()
+    }
+}
+
+impl Drop for StagedData {
+    fn drop(&mut self) {
+        if let Some(discard) = self.discard.take() {
+            discard();
+        }
+    }
+}
+
+/// What a listing asks for. `start_after` is exclusive; with a delimiter,
+/// keys that roll up into a common prefix not after `start_after` are skipped,
+/// so a page that ended on a common prefix resumes after all of its keys.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub start_after: Option<String>,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum ListEntry {
+    Object(String, ObjectRecord),
+    CommonPrefix(String),
+}
+
+impl ListEntry {
+    /// The key or prefix a following page resumes after.
+    pub fn resume_marker(&self) -> &str {
+        match self {
+            ListEntry::Object(key, _) | ListEntry::CommonPrefix(key) => key,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub entries: Vec<ListEntry>,
+    pub is_truncated: bool,
+}
+
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
+    async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError>;
+    /// Fails with `BucketNotEmpty` while the bucket holds objects; pending
+    /// multipart uploads of the bucket are discarded with it.
+    async fn delete_bucket(&self, name: &str) -> Result<(), StorageError>;
+
+    /// Stores a body durably but invisibly; see [`StagedData`].
+    async fn write_data(&self, body: ByteStream) -> Result<StagedData, StorageError>;
+    /// Reads `range` (relative to the segment) of a committed segment.
+    async fn read_data(
+        &self,
+        segment: &DataSegment,
+        range: std::ops::Range<u64>,
+    ) -> Result<ByteStream, StorageError>;
+
+    /// Makes an object visible, replacing any previous one with that key.
+    async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: ObjectRecord,
+        data: Vec<StagedData>,
+    ) -> Result<(), StorageError>;
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StorageError>;
+    /// Returns whether there was an object to delete.
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
+    async fn list_objects(&self, bucket: &str, query: &ListQuery)
+    -> Result<ListPage, StorageError>;
+
+    async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError>;
+    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError>;
+    /// Adds or replaces a part of a pending upload.
+    async fn commit_part(
+        &self,
+        upload_id: &str,
+        part: PartRecord,
+        data: StagedData,
+    ) -> Result<(), StorageError>;
+    async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError>;
+    /// Atomically makes `object` (built from some of the upload's parts)
+    /// visible and forgets the upload; unused parts are discarded.
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        object: ObjectRecord,
+    ) -> Result<(), StorageError>;
+    async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
+    async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
+}

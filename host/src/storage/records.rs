@@ -1,0 +1,102 @@
+//! What the store keeps about buckets, objects and uploads. These records are
+//! serialized into the metadata store: add fields with `#[serde(default)]`,
+//! never rename or remove one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketRecord {
+    pub name: String,
+    /// Access key of the user who created the bucket.
+    pub owner: String,
+    pub created_unix_ms: i64,
+}
+
+/// A stored run of bytes, referenced by exactly one object or part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataSegment {
+    /// Opaque to everything but the backend that made it.
+    pub data_id: String,
+    /// Bytes stored.
+    pub stored_size: u64,
+}
+
+/// Content headers that round-trip unchanged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContentHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// RFC 7231 date, as the client sent it.
+    pub expires: Option<String>,
+}
+
+/// Base64 checksums of the content, as S3 reports them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checksums {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub crc64nvme: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// Object-level metadata given at creation (PUT, POST, Copy, multipart create).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMetadata {
+    pub content: ContentHeaders,
+    /// `x-amz-meta-*` without the prefix, lower-cased names.
+    pub user: BTreeMap<String, String>,
+}
+
+/// One part of an object's data, in order. A single PUT has one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectPart {
+    pub segment: DataSegment,
+    /// Content bytes of this part.
+    pub size: u64,
+    /// MD5 hex of this part's content.
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectRecord {
+    /// Content bytes.
+    pub size: u64,
+    /// ETag without quotes: MD5 hex, or `hex-N` for multipart objects.
+    pub etag: String,
+    pub last_modified_unix_ms: i64,
+    pub metadata: ObjectMetadata,
+    #[serde(default)]
+    pub checksums: Checksums,
+    pub parts: Vec<ObjectPart>,
+    /// Whether the object came from a multipart upload (even of one part).
+    #[serde(default)]
+    pub multipart: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiator: String,
+    pub initiated_unix_ms: i64,
+    pub metadata: ObjectMetadata,
+    /// Checksum algorithm announced at creation, upper case (e.g. `CRC32`).
+    #[serde(default)]
+    pub checksum_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub part: ObjectPart,
+    pub last_modified_unix_ms: i64,
+    #[serde(default)]
+    pub checksums: Checksums,
+}

@@ -1,0 +1,316 @@
+"""Fixtures that run the real sealgate binary.
+
+Every pytest-xdist worker is its own pytest session, so the session-scoped
+`gateway` fixture gives each worker a private server process, private ports
+and private directories. Tests that restart or kill the server use
+`private_gateway` instead so they never disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+
+import helpers
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealgate"
+
+ACCESS_KEY = "sealgate-test-ak"
+SECRET_KEY = "sealgate-test-secret-key-0123456789"
+ADMIN_TOKEN = "sealgate-test-admin-token"
+REGION = "us-east-1"
+
+BOB_ACCESS_KEY = "bob"
+BOB_SECRET_KEY = "bobsecret123"
+USERS_TOML = f"""
+[[user]]
+access_key = "{BOB_ACCESS_KEY}"
+secret_key = "{BOB_SECRET_KEY}"
+"""
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+
+
+def sealgate_bin() -> Path:
+    path = Path(os.environ.get("SEALGATE_BIN", DEFAULT_BIN))
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(
+            f"sealgate binary not found at {path}; run `cargo build --release` "
+            "or set SEALGATE_BIN",
+            pytrace=False,
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _force_trailer_checksums(model, params, **_):
+    """Make botocore use its TLS behaviour over plain HTTP.
+
+    Over https boto3 sends PutObject/UploadPart bodies as aws-chunked with
+    x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER and a CRC32
+    trailer; over http it falls back to a header checksum. This hook flips the
+    already-resolved checksum location to "trailer", exactly what botocore
+    does itself for https endpoints.
+    """
+    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
+    if model.has_streaming_input and isinstance(algorithm, dict):
+        algorithm["in"] = "trailer"
+
+
+class Gateway:
+    """One sealgate process plus its data/kms directories."""
+
+    def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML):
+        self.base_dir = Path(base_dir)
+        self.data_dir = self.base_dir / "data"
+        self.kms_dir = self.base_dir / "kms"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.kms_dir.mkdir(parents=True, exist_ok=True)
+        self.users_file = None
+        if users_toml is not None:
+            self.users_file = self.base_dir / "users.toml"
+            self.users_file.write_text(users_toml)
+        self.log_path = self.base_dir / "sealgate.log"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.access_key = ACCESS_KEY
+        self.secret_key = SECRET_KEY
+        self.admin_token = ADMIN_TOKEN
+        self.region = REGION
+
+    # -- addresses ---------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # -- process control ---------------------------------------------------
+    def command(self) -> list[str]:
+        cmd = [
+            str(sealgate_bin()), "serve",
+            "--listen", self.host,
+            "--admin-listen", f"127.0.0.1:{self.admin_port}",
+            "--data-dir", str(self.data_dir),
+            "--kms-local-dir", str(self.kms_dir),
+            "--access-key", self.access_key,
+            "--secret-key", self.secret_key,
+            "--admin-token", self.admin_token,
+            "--region", self.region,
+        ]
+        if self.users_file is not None:
+            cmd += ["--users", str(self.users_file)]
+        return cmd
+
+    def start(self) -> None:
+        assert self.proc is None, "gateway already running"
+        log = open(self.log_path, "ab")
+        log.write(f"\n==== start {time.strftime('%H:%M:%S')} ====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_BACKTRACE": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                pytest.fail(f"sealgate exited with {rc} during startup\n{self.log_tail()}", pytrace=False)
+            if port_open(self.port) and port_open(self.admin_port):
+                return
+            time.sleep(0.05)
+        self._signal_and_wait(signal.SIGKILL)
+        pytest.fail(f"sealgate not ready after {READY_TIMEOUT}s\n{self.log_tail()}", pytrace=False)
+
+    def _signal_and_wait(self, sig: int) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"sealgate ignored signal {sig} for {STOP_TIMEOUT}s\n{self.log_tail()}")
+
+    def stop(self) -> int | None:
+        """Graceful stop (SIGTERM). Returns the exit code."""
+        return self._signal_and_wait(signal.SIGTERM)
+
+    def kill9(self) -> None:
+        self._signal_and_wait(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """SIGTERM, wait, start again on the same ports and directories."""
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        return "---- sealgate log tail ----\n" + "\n".join(lines[-n:])
+
+    # -- clients -----------------------------------------------------------
+    def client(
+        self,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        *,
+        trailer_checksums: bool = False,
+        **config_kwargs,
+    ):
+        """A boto3 S3 client (path style, no SDK retries so errors are visible).
+
+        With trailer_checksums=True, streaming uploads use aws-chunked bodies
+        with STREAMING-UNSIGNED-PAYLOAD-TRAILER (boto3's default over TLS).
+        """
+        config = Config(
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=120,
+            **config_kwargs,
+        )
+        s3 = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name=self.region,
+            config=config,
+        )
+        if trailer_checksums:
+            s3.meta.events.register("before-call.s3", _force_trailer_checksums)
+        return s3
+
+    def bob(self):
+        return self.client(BOB_ACCESS_KEY, BOB_SECRET_KEY)
+
+    def admin_get(self, path: str, token: str | None = ADMIN_TOKEN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return requests.get(self.admin + path, headers=headers, timeout=10)
+
+    def raw_socket(self, timeout: float = 15.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def signed_headers(self, method: str, path: str, **kwargs) -> dict[str, str]:
+        return helpers.sigv4_headers(method, self.host, path, self.access_key, self.secret_key, **kwargs)
+
+
+def unique_bucket_name(prefix: str = "t") -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    return f"{prefix}-{worker}-{uuid.uuid4().hex[:12]}"
+
+
+def _start_gateway(base_dir: Path) -> Gateway:
+    gw = Gateway(base_dir)
+    gw.start()
+    return gw
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """Shared gateway for this pytest session (= this xdist worker)."""
+    gw = _start_gateway(tmp_path_factory.mktemp("sealgate"))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def private_gateway(tmp_path_factory):
+    """A gateway owned by one test; free to restart or kill -9 it."""
+    gw = _start_gateway(tmp_path_factory.mktemp("sealgate-private"))
+    yield gw
+    if gw.proc is not None:
+        gw.stop()
+
+
+@pytest.fixture
+def s3(gateway):
+    return gateway.client()
+
+
+@pytest.fixture
+def s3_trailer(gateway):
+    return gateway.client(trailer_checksums=True)
+
+
+@pytest.fixture(params=["header-checksum", "trailer-checksum"])
+def s3_any(request, gateway):
+    """Both ways boto3 uploads: header checksum (http) and aws-chunked trailer (https)."""
+    return gateway.client(trailer_checksums=request.param == "trailer-checksum")
+
+
+def _make_bucket(client) -> str:
+    name = unique_bucket_name()
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def make_bucket(gateway):
+    """Factory: make_bucket(client=None) -> new bucket name, removed afterwards."""
+    created = []
+
+    def factory(client=None):
+        client = client or gateway.client()
+        name = _make_bucket(client)
+        created.append((client, name))
+        return name
+
+    yield factory
+    for client, name in created:
+        if not gateway.is_running():
+            continue
+        try:
+            helpers.empty_bucket(client, name)
+            client.delete_bucket(Bucket=name)
+        except Exception:  # cleanup only; the test outcome is what matters
+            pass
+
+
+@pytest.fixture
+def bucket(make_bucket):
+    """A fresh, empty bucket owned by the main user."""
+    return make_bucket()
