@@ -70,6 +70,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Key store of the local KMS; keep it off the data dir's disk or backups [default: ./data-kms]
+    #[arg(long, env = "SEALGATE_KMS_LOCAL_DIR")]
+    pub kms_local_dir: Option<PathBuf>,
+
     /// Hours after which an unfinished multipart upload is discarded [default: 168]
     #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY_HOURS")]
     pub multipart_expiry_hours: Option<u64>,
@@ -87,6 +91,7 @@ pub struct Settings {
     pub domain: Option<String>,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
+    pub kms_local_dir: PathBuf,
     pub multipart_expiry_hours: u64,
 }
 
@@ -114,6 +119,7 @@ impl ServeArgs {
             domain: merged.domain,
             admin_listen: merged.admin_listen.unwrap_or(([127, 0, 0, 1], 9001).into()),
             admin_token: merged.admin_token,
+            kms_local_dir: merged.kms_local_dir.unwrap_or_else(|| "./data-kms".into()),
             multipart_expiry_hours: merged.multipart_expiry_hours.unwrap_or(168),
         })
     }
@@ -130,6 +136,7 @@ impl ServeArgs {
             domain: self.domain.or(file.domain),
             admin_listen: self.admin_listen.or(file.admin_listen),
             admin_token: self.admin_token.or(file.admin_token),
+            kms_local_dir: self.kms_local_dir.or(file.kms_local_dir),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
         }
     }

@@ -232,41 +232,46 @@ impl Gateway {
                 "The XML you provided was not well-formed or did not validate against our published schema"
             ));
         };
+        let numbers = requested
+            .iter()
+            .map(|p| part_number(p.part_number.unwrap_or(0)))
+            .collect::<S3Result<Vec<u32>>>()?;
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. Parts must be ordered by part number."
+            ));
+        }
         let stored = self.storage.list_parts(&upload.upload_id).await.or_s3()?;
+        let invalid_part = || {
+            s3_error!(
+                InvalidPart,
+                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
+            )
+        };
         let mut parts = Vec::with_capacity(requested.len());
-        let mut previous = 0u32;
-        for (i, wanted) in requested.iter().enumerate() {
-            let number = part_number(wanted.part_number.unwrap_or(0))?;
-            if number <= previous {
-                return Err(s3_error!(
-                    InvalidPartOrder,
-                    "The list of parts was not in ascending order. Parts must be ordered by part number."
-                ));
-            }
-            previous = number;
-            let invalid_part = || {
-                s3_error!(
-                    InvalidPart,
-                    "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
-                )
-            };
+        for (wanted, number) in requested.iter().zip(&numbers) {
             let found = stored
                 .iter()
-                .find(|p| p.part_number == number)
+                .find(|p| p.part_number == *number)
                 .ok_or_else(invalid_part)?;
-            if let Some(etag) = &wanted.e_tag
-                && etag.value() != found.part.etag
+            if wanted
+                .e_tag
+                .as_ref()
+                .is_some_and(|etag| etag.value() != found.part.etag)
             {
                 return Err(invalid_part());
             }
-            let last = i + 1 == requested.len();
-            if !last && found.part.size < MIN_PART_SIZE {
-                return Err(s3_error!(
-                    EntityTooSmall,
-                    "Your proposed upload is smaller than the minimum allowed object size."
-                ));
-            }
             parts.push(found.part.clone());
+        }
+        if parts[..parts.len() - 1]
+            .iter()
+            .any(|p| p.size < MIN_PART_SIZE)
+        {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size."
+            ));
         }
         let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
         check_write(
