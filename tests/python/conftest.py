@@ -8,6 +8,7 @@ and private directories. Tests that restart or kill the server use
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -52,6 +53,13 @@ def sealgate_bin() -> Path:
             pytrace=False,
         )
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def supports_flag(binary: str, flag: str) -> bool:
+    """Whether `sealgate serve --help` lists `flag` (for optional flags)."""
+    out = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    return flag in out.stdout + out.stderr
 
 
 def free_port() -> int:
@@ -124,7 +132,6 @@ class Gateway:
             "--listen", self.host,
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(self.data_dir),
-            "--kms-local-dir", str(self.kms_dir),
             "--access-key", self.access_key,
             "--secret-key", self.secret_key,
             "--admin-token", self.admin_token,
@@ -132,6 +139,8 @@ class Gateway:
         ]
         if self.users_file is not None:
             cmd += ["--users", str(self.users_file)]
+        if supports_flag(cmd[0], "--kms-local-dir"):
+            cmd += ["--kms-local-dir", str(self.kms_dir)]
         return cmd
 
     def start(self) -> None:
@@ -141,7 +150,9 @@ class Gateway:
         log.flush()
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            # Only the flags configure the server: drop any SEALGATE_* settings.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("SEALGATE_")},
+                 "RUST_BACKTRACE": "1"},
         )
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT
@@ -280,6 +291,15 @@ def s3_trailer(gateway):
 def s3_any(request, gateway):
     """Both ways boto3 uploads: header checksum (http) and aws-chunked trailer (https)."""
     return gateway.client(trailer_checksums=request.param == "trailer-checksum")
+
+
+@pytest.fixture(params=["default-presign", "s3v4-presign"])
+def presigner(request, gateway):
+    """Client for presigned URLs/POSTs, both as boto3 does it by default (legacy
+    SigV2 query/POST signatures for S3) and with signature_version="s3v4"."""
+    if request.param == "s3v4-presign":
+        return gateway.client(signature_version="s3v4")
+    return gateway.client()
 
 
 def _make_bucket(client) -> str:

@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import BOB_ACCESS_KEY
+from conftest import BOB_ACCESS_KEY, BOB_SECRET_KEY
 from helpers import expect_error, get_bytes, put, xml_error_code
 
 
@@ -59,17 +59,17 @@ def test_raw_signed_request_works(gateway, bucket):
     assert resp.content == b"signed by hand"
 
 
-def test_presigned_get(s3, bucket):
+def test_presigned_get(s3, presigner, bucket):
     put(s3, bucket, "shared/doc.txt", b"presigned content")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "shared/doc.txt"}, ExpiresIn=300)
+    url = presigner.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "shared/doc.txt"}, ExpiresIn=300)
     resp = requests.get(url, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.content == b"presigned content"
 
 
-def test_presigned_get_with_response_override(s3, bucket):
+def test_presigned_get_with_response_override(s3, presigner, bucket):
     put(s3, bucket, "doc", b"x")
-    url = s3.generate_presigned_url(
+    url = presigner.generate_presigned_url(
         "get_object",
         Params={"Bucket": bucket, "Key": "doc", "ResponseContentDisposition": 'attachment; filename="a b.txt"'},
         ExpiresIn=300,
@@ -79,25 +79,25 @@ def test_presigned_get_with_response_override(s3, bucket):
     assert resp.headers["Content-Disposition"] == 'attachment; filename="a b.txt"'
 
 
-def test_presigned_put(s3, bucket):
-    url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "via-url"}, ExpiresIn=300)
+def test_presigned_put(s3, presigner, bucket):
+    url = presigner.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "via-url"}, ExpiresIn=300)
     resp = requests.put(url, data=b"uploaded with a presigned url", timeout=10)
     assert resp.status_code == 200, resp.text
     assert get_bytes(s3, bucket, "via-url") == b"uploaded with a presigned url"
 
 
-def test_presigned_url_tampered(s3, bucket):
+def test_presigned_url_tampered(s3, presigner, bucket):
     put(s3, bucket, "a", b"a")
     put(s3, bucket, "b", b"b")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "a"}, ExpiresIn=300)
+    url = presigner.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "a"}, ExpiresIn=300)
     resp = requests.get(url.replace(f"/{bucket}/a?", f"/{bucket}/b?"), timeout=10)
     assert resp.status_code == 403
     assert xml_error_code(resp.content) == "SignatureDoesNotMatch"
 
 
-def test_presigned_url_expired(s3, bucket):
+def test_presigned_url_expired(s3, presigner, bucket):
     put(s3, bucket, "ephemeral", b"soon gone")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "ephemeral"}, ExpiresIn=1)
+    url = presigner.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "ephemeral"}, ExpiresIn=1)
     time.sleep(2.1)
     resp = requests.get(url, timeout=10)
     assert resp.status_code == 403
@@ -156,7 +156,13 @@ def test_other_user_cannot_copy_out_of_bucket(gateway, s3, bucket, make_bucket):
 
 def test_other_user_presigned_url_denied(gateway, s3, bucket):
     put(s3, bucket, "secret", b"main user's data")
-    url = gateway.bob().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "secret"}, ExpiresIn=300)
+    for config in ({}, {"signature_version": "s3v4"}):
+        bob = gateway.client(BOB_ACCESS_KEY, BOB_SECRET_KEY, **config)
+        url = bob.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "secret"}, ExpiresIn=300)
+        resp = requests.get(url, timeout=10)
+        assert resp.status_code == 403, (config, resp.text)
+        assert xml_error_code(resp.content) == "AccessDenied"
+
     resp = requests.get(url, timeout=10)
     assert resp.status_code == 403
     assert xml_error_code(resp.content) == "AccessDenied"

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -70,6 +71,9 @@ def test_sync_roundtrip(aws, s3, bucket, tmp_path):
         path = local / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        # sync compares mtimes with second-resolution LastModified; keep local
+        # files clearly older so an unchanged tree is never re-uploaded.
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
 
     aws("s3", "sync", str(local), f"s3://{bucket}/synced")
     assert sorted(all_keys(s3, bucket)) == sorted(f"synced/{rel}" for rel in files)

@@ -118,4 +118,4 @@ def test_response_header_overrides(s3, obj):
     assert resp["Expires"] == expires
     assert resp["Body"].read() == data
     # Overrides apply to that response only.
-    assert s3.head_object(Bucket=bucket, Key=key)["ContentType"] != "text/x-override"
+    assert s3.head_object(Bucket=bucket, Key=key).get("ContentType") != "text/x-override"

@@ -131,18 +131,20 @@ def test_complete_with_wrong_etag(s3, bucket):
 def test_complete_with_missing_part_number(s3, bucket):
     upload_id = _start(s3, bucket, "k")
     completed = _upload_parts(s3, bucket, "k", upload_id, [b"only part"])
-    completed.append({"PartNumber": 7, "ETag": completed[0]["ETag"]})
+    completed[0]["PartNumber"] = 7  # never uploaded
     expect_error(lambda: _complete(s3, bucket, "k", upload_id, completed), "InvalidPart", 400)
 
 
 @pytest.mark.slow
 def test_complete_out_of_order(s3, bucket):
+    parts = [random_bytes(PART), random_bytes(PART)]  # both large: order is the only problem
     upload_id = _start(s3, bucket, "k")
-    completed = _upload_parts(s3, bucket, "k", upload_id, [random_bytes(PART), b"tail"])
+    completed = _upload_parts(s3, bucket, "k", upload_id, parts)
     expect_error(lambda: _complete(s3, bucket, "k", upload_id, completed[::-1]), "InvalidPartOrder", 400)
+    expect_error(lambda: s3.head_object(Bucket=bucket, Key="k"), "404", 404)
     # The upload is still usable after the failed attempt.
     _complete(s3, bucket, "k", upload_id, completed)
-    assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == PART + 4
+    assert get_bytes(s3, bucket, "k") == b"".join(parts)
 
 
 def test_non_last_part_too_small(s3, bucket):
@@ -156,27 +158,32 @@ def test_non_last_part_too_small(s3, bucket):
 def test_upload_part_copy_with_range(s3, bucket):
     source = random_bytes(PART + 2 * MiB)
     put(s3, bucket, "source", source)
+    ranges = [(0, PART - 1), (MiB + 7, MiB + 1006)]  # second (last) part: 1000 unaligned bytes
     upload_id = _start(s3, bucket, "assembled")
-    first = s3.upload_part_copy(
-        Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=1,
-        CopySource={"Bucket": bucket, "Key": "source"}, CopySourceRange=f"bytes=0-{PART - 1}",
-    )
-    assert first["CopyPartResult"]["ETag"] == single_put_etag(source[:PART])
-    second = s3.upload_part_copy(
-        Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=2,
-        CopySource={"Bucket": bucket, "Key": "source"}, CopySourceRange=f"bytes={PART}-{PART + 999}",
-    )
-    tail = b"tail-bytes"
-    third = s3.upload_part(Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=3, Body=tail)
-    _complete(s3, bucket, "assembled", upload_id, [
-        {"PartNumber": 1, "ETag": first["CopyPartResult"]["ETag"]},
-        {"PartNumber": 2, "ETag": second["CopyPartResult"]["ETag"]},
-        {"PartNumber": 3, "ETag": third["ETag"]},
-    ])
-    expected = source[:PART] + source[PART : PART + 1000] + tail
-    assert get_bytes(s3, bucket, "assembled") == expected
-    assert s3.head_object(Bucket=bucket, Key="assembled")["ETag"] == multipart_etag(
-        [source[:PART], source[PART : PART + 1000], tail]
+    completed = []
+    for number, (first, last) in enumerate(ranges, start=1):
+        resp = s3.upload_part_copy(
+            Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": "source"}, CopySourceRange=f"bytes={first}-{last}",
+        )
+        assert resp["CopyPartResult"]["ETag"] == single_put_etag(source[first : last + 1])
+        completed.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
+    _complete(s3, bucket, "assembled", upload_id, completed)
+
+    pieces = [source[first : last + 1] for first, last in ranges]
+    assert get_bytes(s3, bucket, "assembled") == b"".join(pieces)
+    assert s3.head_object(Bucket=bucket, Key="assembled")["ETag"] == multipart_etag(pieces)
+
+
+def test_upload_part_copy_invalid_range(s3, bucket):
+    put(s3, bucket, "source", b"0123456789")
+    upload_id = _start(s3, bucket, "assembled")
+    expect_error(
+        lambda: s3.upload_part_copy(
+            Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=1,
+            CopySource={"Bucket": bucket, "Key": "source"}, CopySourceRange="bytes=5-100",
+        ),
+        "InvalidArgument", 400,  # what S3 answers for a copy range past the source end
     )
 
 
