@@ -1,1 +1,135 @@
+//! The bucket-encryption rules of sealgate.
+//!
+//! A plain library so that the same logic is unit-tested and fuzzed natively
+//! and shipped inside the WebAssembly policy component (`component/`). It
+//! knows nothing of WIT or of the host: the KMS is the [`KeyService`] trait
+//! and keys are an opaque type the caller chooses.
+//!
+//! The rules implement `shared/spec/bucket-encryption.rst`:
+//! buckets created with `x-amz-scal-server-side-encryption: AES256` seal
+//! every object written into them; object-level encryption headers are
+//! accepted only as `AES256` on an encrypted bucket; nothing unsupported
+//! (SSE-C, SSE-KMS) ever passes as encrypted.
 
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+mod rules;
+
+pub use rules::evaluate;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The only algorithm sealgate seals with.
+pub const AES256: &str = "AES256";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateBucket,
+    DeleteBucket,
+    PutBucketEncryption,
+    GetBucketEncryption,
+    DeleteBucketEncryption,
+    PutObject,
+    CopyObject,
+    PostObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    GetObject,
+    HeadObject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BucketState {
+    pub encrypted: bool,
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub wrapped_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub operation: Operation,
+    pub bucket: String,
+    pub key: Option<String>,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub bucket_state: Option<BucketState>,
+    pub target: Option<Sealed>,
+    pub source: Option<Sealed>,
+    pub requested_algorithm: Option<String>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn has_header_prefix(&self, prefix: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n.to_ascii_lowercase().starts_with(prefix))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effects<K> {
+    pub bucket_state: Option<BucketState>,
+    pub seal_with: Option<K>,
+    pub open_with: Option<K>,
+    pub report_algorithm: Option<String>,
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl<K> Default for Effects<K> {
+    fn default() -> Self {
+        Self {
+            bucket_state: None,
+            seal_with: None,
+            open_with: None,
+            report_algorithm: None,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<K> {
+    Deny(S3Error),
+    Allow(Effects<K>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The KMS as the rules see it.
+pub trait KeyService {
+    type Key;
+    fn create_bucket_key(&mut self, bucket: &str) -> Result<String, KmsError>;
+    fn generate_data_key(&mut self, key_id: &str) -> Result<Self::Key, KmsError>;
+    fn unwrap_data_key(&mut self, key_id: &str, wrapped: &[u8]) -> Result<Self::Key, KmsError>;
+    fn destroy_bucket_key(&mut self, key_id: &str) -> Result<(), KmsError>;
+}
+
+/// Which variant of the rules a module ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Variant {
+    /// Every new bucket is encrypted, header or not.
+    pub encrypt_all: bool,
+}

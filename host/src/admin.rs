@@ -26,11 +26,7 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    reply(
-        status,
-        "application/json",
-        serde_json::json!({ "error": message }).to_string(),
-    )
+    reply(status, "application/json", serde_json::json!({ "error": message }).to_string())
 }
 
 impl Admin {
@@ -45,31 +41,22 @@ impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
         if !self.authorized(&req) {
             let mut res = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            res.headers_mut()
-                .insert("www-authenticate", "Bearer".parse().expect("valid header"));
+            res.headers_mut().insert("www-authenticate", "Bearer".parse().expect("valid header"));
             return res;
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => self.health().await,
-            (&Method::GET, "/metrics") => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
-            (_, "/health" | "/metrics") => {
-                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            (&Method::GET, "/metrics") => {
+                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
             }
+            (_, "/health" | "/metrics") => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
     }
 
     async fn health(&self) -> Response<Full<Bytes>> {
         let storage_ok = self.storage.list_buckets().await.is_ok();
-        let status = if storage_ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
+        let status = if storage_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         let body = serde_json::json!({
             "status": if storage_ok { "ok" } else { "degraded" },
             "storage": if storage_ok { "ok" } else { "unavailable" },

@@ -17,10 +17,7 @@ use crate::config::Settings;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot read users file {path}: {source}")]
-    UsersFile {
-        path: String,
-        source: std::io::Error,
-    },
+    UsersFile { path: String, source: std::io::Error },
     #[error("invalid users file {path}: {message}")]
     UsersFormat { path: String, message: String },
     #[error("credentials store in the data dir: {0}")]
@@ -37,9 +34,7 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("access_key", &self.access_key)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyPair").field("access_key", &self.access_key).finish_non_exhaustive()
     }
 }
 
@@ -57,11 +52,7 @@ pub struct MainCredentials {
 }
 
 fn random_string(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// Writes a secret file readable by its owner only, atomically.
@@ -69,12 +60,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -88,35 +74,19 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// else a new one (stored there).
 pub fn main_credentials(settings: &Settings) -> Result<MainCredentials, AuthError> {
     if let (Some(access_key), Some(secret_key)) = (&settings.access_key, &settings.secret_key) {
-        let pair = KeyPair {
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-        };
-        return Ok(MainCredentials {
-            pair,
-            generated: false,
-        });
+        let pair = KeyPair { access_key: access_key.clone(), secret_key: secret_key.clone() };
+        return Ok(MainCredentials { pair, generated: false });
     }
     let path = settings.data_dir.join("credentials.toml");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let pair: KeyPair =
-            toml::from_str(&text).map_err(|e| AuthError::StoreFormat(e.to_string()))?;
-        return Ok(MainCredentials {
-            pair,
-            generated: true,
-        });
+        let pair: KeyPair = toml::from_str(&text).map_err(|e| AuthError::StoreFormat(e.to_string()))?;
+        return Ok(MainCredentials { pair, generated: true });
     }
-    let pair = KeyPair {
-        access_key: random_string(20).to_uppercase(),
-        secret_key: random_string(40),
-    };
+    let pair = KeyPair { access_key: random_string(20).to_uppercase(), secret_key: random_string(40) };
     let text = toml::to_string(&pair).map_err(|e| AuthError::StoreFormat(e.to_string()))?;
     write_private_file(&path, text.as_bytes())?;
-    Ok(MainCredentials {
-        pair,
-        generated: true,
-    })
+    Ok(MainCredentials { pair, generated: true })
 }
 
 /// The admin token from the settings, else the one stored in the data dir, else a new one.
@@ -141,20 +111,13 @@ pub struct Users {
 impl Users {
     pub fn load(main: &KeyPair, users_file: Option<&Path>) -> Result<Self, AuthError> {
         let mut secrets = HashMap::new();
-        secrets.insert(
-            main.access_key.clone(),
-            SecretKey::from(main.secret_key.clone()),
-        );
+        secrets.insert(main.access_key.clone(), SecretKey::from(main.secret_key.clone()));
         if let Some(path) = users_file {
             let display = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|source| AuthError::UsersFile {
-                path: display.clone(),
-                source,
-            })?;
-            let file: UsersFile = toml::from_str(&text).map_err(|e| AuthError::UsersFormat {
-                path: display.clone(),
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| AuthError::UsersFile { path: display.clone(), source })?;
+            let file: UsersFile = toml::from_str(&text)
+                .map_err(|e| AuthError::UsersFormat { path: display.clone(), message: e.to_string() })?;
             for user in file.user {
                 if user.access_key.is_empty() || user.secret_key.is_empty() {
                     return Err(AuthError::UsersFormat {
@@ -173,10 +136,7 @@ impl Users {
 impl S3Auth for Users {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         self.secrets.get(access_key).cloned().ok_or_else(|| {
-            s3_error!(
-                InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records."
-            )
+            s3_error!(InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.")
         })
     }
 }

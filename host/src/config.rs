@@ -11,15 +11,9 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("{0}")]
     Invalid(String),
 }
@@ -105,9 +99,7 @@ impl ServeArgs {
         };
         let merged = self.over(file);
         if merged.access_key.is_some() != merged.secret_key.is_some() {
-            return Err(ConfigError::Invalid(
-                "give both --access-key and --secret-key, or neither".into(),
-            ));
+            return Err(ConfigError::Invalid("give both --access-key and --secret-key, or neither".into()));
         }
         Ok(Settings {
             listen: merged.listen.unwrap_or(([127, 0, 0, 1], 9000).into()),
@@ -143,14 +135,8 @@ impl ServeArgs {
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.to_owned(),
-        source,
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -162,11 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sealgate.toml");
         std::fs::write(&path, "region = \"eu-west-1\"\ndata-dir = \"/srv/d\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            data_dir: Some("/flag".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(path), data_dir: Some("/flag".into()), ..Default::default() };
         let settings = args.resolve().unwrap();
         assert_eq!(settings.region, "eu-west-1");
         assert_eq!(settings.data_dir, PathBuf::from("/flag"));
@@ -178,19 +160,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "lsiten = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(path), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
     }
 
     #[test]
     fn half_a_key_pair_is_refused() {
-        let args = ServeArgs {
-            access_key: Some("a".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { access_key: Some("a".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid(_))));
     }
 }

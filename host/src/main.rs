@@ -3,7 +3,10 @@
 mod admin;
 mod auth;
 mod config;
+mod crypto;
+mod kms;
 mod metrics;
+mod policy;
 mod s3;
 mod server;
 mod storage;
@@ -20,12 +23,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "sealgate", version, about, long_about)]
 struct Cli {
     /// Log output: `text` or `json`
-    #[arg(
-        long,
-        env = "SEALGATE_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "SEALGATE_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
 
     #[command(subcommand)]
@@ -41,13 +39,9 @@ enum Command {
 fn init_logging(format: &str) {
     // s3s logs every S3 error at ERROR; the request line below already says
     // what happened, so its own logs are kept for warnings about itself.
-    let filter =
-        EnvFilter::try_from_env("SEALGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,s3s=off"));
+    let filter = EnvFilter::try_from_env("SEALGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,s3s=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {

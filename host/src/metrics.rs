@@ -28,36 +28,46 @@ pub struct Metrics {
     latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
     bytes_in: Counter,
     bytes_out: Counter,
+    policy_swaps: Counter,
+    policy_refusals: Counter,
+    policy_guest_failures: Counter,
+    policy_evaluation: Histogram,
+    policy_swap: Histogram,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sealgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let latency = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
+        registry.register("s3_requests", "S3 requests by operation and HTTP status", requests.clone());
+        registry.register("s3_request_duration_seconds", "S3 request latency until the response head", latency.clone());
+        registry.register("s3_received_bytes", "Request body bytes announced by Content-Length", bytes_in.clone());
+        registry.register("s3_sent_bytes", "Response body bytes announced by Content-Length", bytes_out.clone());
+        let policy_swaps = Counter::default();
+        let policy_refusals = Counter::default();
+        let policy_guest_failures = Counter::default();
+        // 1 µs … ~33 ms
+        let policy_evaluation = Histogram::new(exponential_buckets(0.000_001, 2.0, 16));
+        let policy_swap = Histogram::new(exponential_buckets(0.005, 2.0, 10));
+        registry.register("policy_swaps", "Policy modules swapped in", policy_swaps.clone());
+        registry.register("policy_refusals", "Candidate policy modules refused", policy_refusals.clone());
         registry.register(
-            "s3_requests",
-            "S3 requests by operation and HTTP status",
-            requests.clone(),
+            "policy_guest_failures",
+            "Guest traps, timeouts, memory-limit hits and malformed decisions",
+            policy_guest_failures.clone(),
         );
         registry.register(
-            "s3_request_duration_seconds",
-            "S3 request latency until the response head",
-            latency.clone(),
+            "policy_evaluation_seconds",
+            "Time to evaluate one request, instantiation included",
+            policy_evaluation.clone(),
         );
         registry.register(
-            "s3_received_bytes",
-            "Request body bytes announced by Content-Length",
-            bytes_in.clone(),
-        );
-        registry.register(
-            "s3_sent_bytes",
-            "Response body bytes announced by Content-Length",
-            bytes_out.clone(),
+            "policy_swap_seconds",
+            "Time to compile, check, self-test and swap a module",
+            policy_swap.clone(),
         );
         Self {
             registry,
@@ -65,38 +75,43 @@ impl Default for Metrics {
             latency,
             bytes_in,
             bytes_out,
+            policy_swaps,
+            policy_refusals,
+            policy_guest_failures,
+            policy_evaluation,
+            policy_swap,
         }
     }
 }
 
 impl Metrics {
-    pub fn record_request(
-        &self,
-        operation: &str,
-        status: u16,
-        seconds: f64,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                operation: operation.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OperationLabels {
-                operation: operation.to_owned(),
-            })
-            .observe(seconds);
+    pub fn record_request(&self, operation: &str, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
+        self.requests.get_or_create(&RequestLabels { operation: operation.to_owned(), status }).inc();
+        self.latency.get_or_create(&OperationLabels { operation: operation.to_owned() }).observe(seconds);
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
     }
 
+    pub fn policy_swapped(&self, seconds: f64) {
+        self.policy_swaps.inc();
+        self.policy_swap.observe(seconds);
+    }
+
+    pub fn policy_refused(&self) {
+        self.policy_refusals.inc();
+    }
+
+    pub fn policy_trapped(&self) {
+        self.policy_guest_failures.inc();
+    }
+
+    pub fn policy_evaluated(&self, seconds: f64) {
+        self.policy_evaluation.observe(seconds);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

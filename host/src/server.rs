@@ -33,33 +33,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let expiry = Duration::from_secs(settings.multipart_expiry_hours * 3600);
-    let storage: Arc<dyn Storage> = Arc::new(
-        LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?,
-    );
+    let storage: Arc<dyn Storage> =
+        Arc::new(LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?);
     let main = auth::main_credentials(&settings)?;
     let users = Users::load(&main.pair, settings.users_file.as_deref())?;
     let admin_token = auth::admin_token(&settings)?;
     let metrics = Arc::new(Metrics::default());
 
     let s3 = Arc::new(build_s3_service(&settings, storage.clone(), users)?);
-    let admin = Arc::new(Admin {
-        token: admin_token,
-        metrics: metrics.clone(),
-        storage,
-    });
+    let admin = Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage });
 
-    let s3_listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
-    let admin_listener = TcpListener::bind(settings.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", settings.admin_listen))?;
-    announce(
-        &settings,
-        &main,
-        s3_listener.local_addr()?,
-        admin_listener.local_addr()?,
-    );
+    let s3_listener =
+        TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    let admin_listener =
+        TcpListener::bind(settings.admin_listen).await.with_context(|| format!("binding {}", settings.admin_listen))?;
+    announce(&settings, &main, s3_listener.local_addr()?, admin_listener.local_addr()?);
 
     let graceful = GracefulShutdown::new();
     let s3_handler = move |req: Request<Incoming>| {
@@ -80,26 +68,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("in-flight requests still running after the grace period; stopping anyway");
     }
     Ok(())
 }
 
-fn build_s3_service(
-    settings: &Settings,
-    storage: Arc<dyn Storage>,
-    users: Users,
-) -> anyhow::Result<S3Service> {
+fn build_s3_service(settings: &Settings, storage: Arc<dyn Storage>, users: Users) -> anyhow::Result<S3Service> {
     let mut builder = S3ServiceBuilder::new(Gateway::new(storage, settings.region.clone()));
     builder.set_auth(users);
     builder.set_access(SignedOnly);
     if let Some(domain) = &settings.domain {
-        let host = s3s::host::SingleDomain::new(domain)
-            .map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
+        let host =
+            s3s::host::SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
         builder.set_host(host);
     }
     Ok(builder.build())
@@ -108,23 +89,14 @@ fn build_s3_service(
 fn announce(settings: &Settings, main: &auth::MainCredentials, s3: SocketAddr, admin: SocketAddr) {
     tracing::info!(endpoint = %format!("http://{s3}"), admin = %format!("http://{admin}"), data_dir = %settings.data_dir.display(), region = %settings.region, "sealgate listening");
     // Printed, not logged: the secret belongs on the operator's terminal, not in log storage.
-    println!(
-        "sealgate S3 endpoint: http://{s3}  (region {})",
-        settings.region
-    );
+    println!("sealgate S3 endpoint: http://{s3}  (region {})", settings.region);
     println!("admin endpoint:       http://{admin}");
     if main.generated {
         println!("access key: {}", main.pair.access_key);
         println!("secret key: {}", main.pair.secret_key);
-        println!(
-            "(generated; stored in {})",
-            settings.data_dir.join("credentials.toml").display()
-        );
+        println!("(generated; stored in {})", settings.data_dir.join("credentials.toml").display());
     } else {
-        println!(
-            "access key: {} (secret key as configured)",
-            main.pair.access_key
-        );
+        println!("access key: {} (secret key as configured)", main.pair.access_key);
     }
 }
 
@@ -148,9 +120,7 @@ fn spawn_connection<S, F, B>(
     };
     let _ = stream.set_nodelay(true);
     let builder = ConnBuilder::new(TokioExecutor::new());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler))
-        .into_owned();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler)).into_owned();
     let watched = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = watched.await {
@@ -170,27 +140,15 @@ async fn shutdown_signal() {
 }
 
 fn header_u64(headers: &hyper::HeaderMap, name: hyper::header::HeaderName) -> u64 {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The bucket a path-style request names (for the log line only).
 fn bucket_of(path: &str) -> String {
-    path.trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    path.trim_start_matches('/').split('/').next().unwrap_or_default().to_owned()
 }
 
-async fn handle_s3(
-    s3: &S3Service,
-    metrics: &Metrics,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
+async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase();
     let slot = OperationSlot::default();
@@ -214,13 +172,7 @@ async fn handle_s3(
     let operation = slot.0.get().map_or("Unresolved", String::as_str);
     let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);
     let elapsed = started.elapsed();
-    metrics.record_request(
-        operation,
-        status,
-        elapsed.as_secs_f64(),
-        bytes_in,
-        bytes_out,
-    );
+    metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
     tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
     res
 }
@@ -250,12 +202,7 @@ fn stamp_request_id(res: &mut Response<Body>, request_id: &str) {
     let Some(end) = text.rfind("</Error>") else {
         return;
     };
-    let patched = format!(
-        "{}<RequestId>{request_id}</RequestId>{}",
-        &text[..end],
-        &text[end..]
-    );
-    res.headers_mut()
-        .insert(hyper::header::CONTENT_LENGTH, patched.len().into());
+    let patched = format!("{}<RequestId>{request_id}</RequestId>{}", &text[..end], &text[end..]);
+    res.headers_mut().insert(hyper::header::CONTENT_LENGTH, patched.len().into());
     *res.body_mut() = Body::from(patched);
 }

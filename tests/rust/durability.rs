@@ -23,13 +23,7 @@ async fn everything_survives_a_restart() {
         .send()
         .await
         .unwrap();
-    let upload = s3
-        .create_multipart_upload()
-        .bucket("keep")
-        .key("pending")
-        .send()
-        .await
-        .unwrap();
+    let upload = s3.create_multipart_upload().bucket("keep").key("pending").send().await.unwrap();
     let upload_id = upload.upload_id().unwrap().to_owned();
     s3.upload_part()
         .bucket("keep")
@@ -43,38 +37,16 @@ async fn everything_survives_a_restart() {
 
     gw.restart();
     let s3 = gw.client();
-    let out = s3
-        .get_object()
-        .bucket("keep")
-        .key("dir/obj")
-        .send()
-        .await
-        .unwrap();
+    let out = s3.get_object().bucket("keep").key("dir/obj").send().await.unwrap();
     assert_eq!(out.content_type(), Some("application/x-test"));
-    assert_eq!(
-        out.metadata().unwrap().get("color").map(String::as_str),
-        Some("blue")
-    );
-    assert_eq!(
-        out.body.collect().await.unwrap().into_bytes().to_vec(),
-        data
-    );
-    let parts = s3
-        .list_parts()
-        .bucket("keep")
-        .key("pending")
-        .upload_id(&upload_id)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(out.metadata().unwrap().get("color").map(String::as_str), Some("blue"));
+    assert_eq!(out.body.collect().await.unwrap().into_bytes().to_vec(), data);
+    let parts = s3.list_parts().bucket("keep").key("pending").upload_id(&upload_id).send().await.unwrap();
     assert_eq!(parts.parts().len(), 1);
 }
 
 fn total_bytes(dir: &std::path::Path) -> u64 {
-    files_under(dir)
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum()
+    files_under(dir).iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum()
 }
 
 #[tokio::test]
@@ -83,27 +55,16 @@ async fn kill_during_a_large_upload_leaves_the_old_object_and_no_garbage() {
     let s3 = gw.client();
     s3.create_bucket().bucket("crash").send().await.unwrap();
     let old = pattern(1000, 1);
-    s3.put_object()
-        .bucket("crash")
-        .key("victim")
-        .body(ByteStream::from(old.clone()))
-        .send()
-        .await
-        .unwrap();
+    s3.put_object().bucket("crash").key("victim").body(ByteStream::from(old.clone())).send().await.unwrap();
     let before = total_bytes(&gw.data_dir());
 
     // A 256 MiB upload that is still streaming when the gateway dies.
     let big = pattern(256 << 20, 2);
     let uploader = {
         let s3 = s3.clone();
-        tokio::spawn(async move {
-            s3.put_object()
-                .bucket("crash")
-                .key("victim")
-                .body(ByteStream::from(big))
-                .send()
-                .await
-        })
+        tokio::spawn(
+            async move { s3.put_object().bucket("crash").key("victim").body(ByteStream::from(big)).send().await },
+        )
     };
     // Wait until the gateway has started writing the body.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -112,27 +73,14 @@ async fn kill_during_a_large_upload_leaves_the_old_object_and_no_garbage() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     gw.kill9();
-    assert!(
-        uploader.await.unwrap().is_err(),
-        "the upload cannot have succeeded"
-    );
+    assert!(uploader.await.unwrap().is_err(), "the upload cannot have succeeded");
 
     gw.restart();
     let s3 = gw.client();
-    let out = s3
-        .get_object()
-        .bucket("crash")
-        .key("victim")
-        .send()
-        .await
-        .unwrap();
+    let out = s3.get_object().bucket("crash").key("victim").send().await.unwrap();
     assert_eq!(out.body.collect().await.unwrap().into_bytes().to_vec(), old);
     let after = total_bytes(&gw.data_dir());
-    assert!(
-        after <= before + (1 << 20),
-        "partial upload left {} bytes behind",
-        after - before
-    );
+    assert!(after <= before + (1 << 20), "partial upload left {} bytes behind", after - before);
 }
 
 #[tokio::test]
@@ -147,9 +95,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         .put_object()
         .bucket("cut")
         .key("half")
-        .presigned(
-            aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).unwrap(),
-        )
+        .presigned(aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
         .await
         .unwrap();
     let uri: hyper::Uri = presigned.uri().parse().unwrap();
@@ -165,16 +111,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     drop(conn);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let err = s3
-        .head_object()
-        .bucket("cut")
-        .key("half")
-        .send()
-        .await
-        .unwrap_err();
+    let err = s3.head_object().bucket("cut").key("half").send().await.unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(404));
-    assert!(
-        total_bytes(&gw.data_dir()) <= before + (64 << 10),
-        "temp data leaked"
-    );
+    assert!(total_bytes(&gw.data_dir()) <= before + (64 << 10), "temp data leaked");
 }

@@ -48,22 +48,13 @@ pub struct BodyClaims {
 impl BodyClaims {
     /// Reads the claims every body-carrying request shares from its headers.
     pub fn from_headers(headers: &HeaderMap, trailers: Option<TrailingHeaders>) -> Self {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut checksums = Checksums::default();
         for (algorithm, name) in ALGORITHMS {
             *checksum_slot(&mut checksums, algorithm) = header(name);
         }
         let trailer_names = header("x-amz-trailer")
-            .map(|t| {
-                t.split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .collect()
-            })
+            .map(|t| t.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
             .unwrap_or_default();
         let algorithm = header("x-amz-sdk-checksum-algorithm")
             .or_else(|| header("x-amz-checksum-algorithm"))
@@ -112,41 +103,20 @@ pub struct Ingested {
 }
 
 /// Streams `body` into storage and checks it against `claims`.
-pub async fn ingest(
-    storage: &dyn Storage,
-    body: Option<StreamingBlob>,
-    claims: BodyClaims,
-) -> S3Result<Ingested> {
+pub async fn ingest(storage: &dyn Storage, body: Option<StreamingBlob>, claims: BodyClaims) -> S3Result<Ingested> {
     if let Some(len) = claims.content_length
         && len > claims.max_size
     {
-        return Err(s3_error!(
-            EntityTooLarge,
-            "Your proposed upload exceeds the maximum allowed object size."
-        ));
+        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size."));
     }
     let wanted = wanted_algorithms(&claims);
     let result = Arc::new(Mutex::new(None));
     let stream: ByteStream = match body {
-        Some(body) => Box::pin(DigestingStream::new(
-            body,
-            &wanted,
-            claims.max_size,
-            result.clone(),
-        )),
-        None => Box::pin(DigestingStream::new(
-            empty_blob(),
-            &wanted,
-            claims.max_size,
-            result.clone(),
-        )),
+        Some(body) => Box::pin(DigestingStream::new(body, &wanted, claims.max_size, result.clone())),
+        None => Box::pin(DigestingStream::new(empty_blob(), &wanted, claims.max_size, result.clone())),
     };
     let staged = storage.write_data(stream).await.map_err(body_error)?;
-    let digest = result
-        .lock()
-        .expect("digest lock")
-        .take()
-        .ok_or_else(|| s3_error!(IncompleteBody))?;
+    let digest = result.lock().expect("digest lock").take().ok_or_else(|| s3_error!(IncompleteBody))?;
     check_claims(&digest, &claims)?;
     Ok(Ingested { staged, digest })
 }
@@ -170,19 +140,15 @@ fn wanted_algorithms(claims: &BodyClaims) -> Vec<&'static str> {
 
 fn body_error(e: crate::storage::StorageError) -> S3Error {
     match e {
-        crate::storage::StorageError::Body(io) => match io
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<S3Error>())
-        {
-            Some(s3) => S3Error::with_message(
-                s3.code().clone(),
-                s3.message().unwrap_or_default().to_owned(),
-            ),
-            None => S3Error::with_message(
-                S3ErrorCode::IncompleteBody,
-                "The request body ended early or could not be read.",
-            ),
-        },
+        crate::storage::StorageError::Body(io) => {
+            match io.get_ref().and_then(|inner| inner.downcast_ref::<S3Error>()) {
+                Some(s3) => S3Error::with_message(s3.code().clone(), s3.message().unwrap_or_default().to_owned()),
+                None => S3Error::with_message(
+                    S3ErrorCode::IncompleteBody,
+                    "The request body ended early or could not be read.",
+                ),
+            }
+        }
         other => super::error::storage_error(other),
     }
 }
@@ -201,37 +167,23 @@ fn check_claims(digest: &BodyDigest, claims: &BodyClaims) -> S3Result<()> {
             .decode(md5.trim())
             .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
         if given.len() != 16 {
-            return Err(s3_error!(
-                InvalidDigest,
-                "The Content-MD5 you specified was invalid."
-            ));
+            return Err(s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."));
         }
         if given != digest.md5 {
-            return Err(s3_error!(
-                BadDigest,
-                "The Content-MD5 you specified did not match what we received."
-            ));
+            return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
         }
     }
     let mut computed = digest.checksums.clone();
     let trailers = claims.trailers.as_ref().and_then(TrailingHeaders::take);
     let mut claimed = claims.checksums.clone();
     for (algorithm, header) in ALGORITHMS {
-        let from_trailer = trailers
-            .as_ref()
-            .and_then(|t| t.get(header))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let value = checksum_slot(&mut claimed, algorithm)
-            .clone()
-            .or(from_trailer);
+        let from_trailer =
+            trailers.as_ref().and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let value = checksum_slot(&mut claimed, algorithm).clone().or(from_trailer);
         if let Some(value) = value
             && checksum_slot(&mut computed, algorithm).as_deref() != Some(value.trim())
         {
-            return Err(s3_error!(
-                BadDigest,
-                "The {algorithm} you specified did not match the calculated checksum."
-            ));
+            return Err(s3_error!(BadDigest, "The {algorithm} you specified did not match the calculated checksum."));
         }
     }
     Ok(())
@@ -249,12 +201,7 @@ struct DigestingStream {
 }
 
 impl DigestingStream {
-    fn new(
-        inner: StreamingBlob,
-        wanted: &[&str],
-        max_size: u64,
-        result: Arc<Mutex<Option<BodyDigest>>>,
-    ) -> Self {
+    fn new(inner: StreamingBlob, wanted: &[&str], max_size: u64, result: Arc<Mutex<Option<BodyDigest>>>) -> Self {
         let mut hasher = ChecksumHasher::default();
         for algorithm in wanted {
             match *algorithm {
@@ -265,14 +212,7 @@ impl DigestingStream {
                 _ => hasher.sha256 = Some(Sha256::new()),
             }
         }
-        Self {
-            inner,
-            md5: Some(Md5::new()),
-            checksums: Some(hasher),
-            size: 0,
-            max_size,
-            result,
-        }
+        Self { inner, md5: Some(Md5::new()), checksums: Some(hasher), size: 0, max_size, result }
     }
 
     fn finish(&mut self) {
@@ -287,11 +227,8 @@ impl DigestingStream {
             sha1: c.checksum_sha1,
             sha256: c.checksum_sha256,
         };
-        *self.result.lock().expect("digest lock") = Some(BodyDigest {
-            size: self.size,
-            md5: md5.finalize(),
-            checksums,
-        });
+        *self.result.lock().expect("digest lock") =
+            Some(BodyDigest { size: self.size, md5: md5.finalize(), checksums });
     }
 }
 
@@ -309,10 +246,7 @@ impl Stream for DigestingStream {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.size += chunk.len() as u64;
                 if self.size > self.max_size {
-                    let too_large = s3_error!(
-                        EntityTooLarge,
-                        "Your proposed upload exceeds the maximum allowed size."
-                    );
+                    let too_large = s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size.");
                     return Poll::Ready(Some(Err(std::io::Error::other(too_large))));
                 }
                 if let Some(md5) = &mut self.md5 {

@@ -13,14 +13,8 @@ impl Gateway {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let me = caller(&req)?;
-        let mut buckets: Vec<_> = self
-            .storage
-            .list_buckets()
-            .await
-            .or_s3()?
-            .into_iter()
-            .filter(|b| b.owner == me)
-            .collect();
+        let mut buckets: Vec<_> =
+            self.storage.list_buckets().await.or_s3()?.into_iter().filter(|b| b.owner == me).collect();
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
         let output = ListBucketsOutput {
             buckets: Some(
@@ -59,11 +53,7 @@ impl Gateway {
                 "The {constraint} location constraint is incompatible for the region specific endpoint this request was sent to."
             ));
         }
-        let record = BucketRecord {
-            name: bucket.clone(),
-            owner: me.clone(),
-            created_unix_ms: now_ms(),
-        };
+        let record = BucketRecord { name: bucket.clone(), owner: me.clone(), created_unix_ms: now_ms() };
         match self.storage.create_bucket(record).await {
             Ok(()) => {}
             Err(StorageError::BucketExists { owner }) if owner == me => {
@@ -73,17 +63,11 @@ impl Gateway {
                 ));
             }
             Err(StorageError::BucketExists { .. }) => {
-                return Err(s3_error!(
-                    BucketAlreadyExists,
-                    "The requested bucket name is not available."
-                ));
+                return Err(s3_error!(BucketAlreadyExists, "The requested bucket name is not available."));
             }
             Err(e) => return Err(super::error::storage_error(e)),
         }
-        let output = CreateBucketOutput {
-            location: Some(format!("/{bucket}")),
-            ..Default::default()
-        };
+        let output = CreateBucketOutput { location: Some(format!("/{bucket}")), ..Default::default() };
         Ok(S3Response::new(output))
     }
 
@@ -92,10 +76,7 @@ impl Gateway {
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.owned_bucket(&req, &req.input.bucket).await?;
-        let output = HeadBucketOutput {
-            bucket_region: Some(self.region.clone()),
-            ..Default::default()
-        };
+        let output = HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() };
         Ok(S3Response::new(output))
     }
 
@@ -104,10 +85,7 @@ impl Gateway {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.owned_bucket(&req, &req.input.bucket).await?;
-        self.storage
-            .delete_bucket(&req.input.bucket)
-            .await
-            .or_s3()?;
+        self.storage.delete_bucket(&req.input.bucket).await.or_s3()?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -117,11 +95,9 @@ impl Gateway {
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.owned_bucket(&req, &req.input.bucket).await?;
         // AWS answers an empty constraint for us-east-1.
-        let location_constraint = (self.region != "us-east-1")
-            .then(|| BucketLocationConstraint::from(self.region.clone()));
-        Ok(S3Response::new(GetBucketLocationOutput {
-            location_constraint,
-        }))
+        let location_constraint =
+            (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
     }
 
     pub(super) async fn do_get_bucket_versioning(

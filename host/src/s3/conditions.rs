@@ -27,10 +27,9 @@ impl Failed {
     /// The error for a read of the object itself.
     pub fn for_read(self) -> S3Error {
         match self {
-            Failed::Precondition => s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ),
+            Failed::Precondition => {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            }
             Failed::NotModified => {
                 let mut e = s3_error!(NotModified);
                 e.set_status_code(hyper::StatusCode::NOT_MODIFIED);
@@ -41,10 +40,7 @@ impl Failed {
 
     /// Copy sources and writes answer 412 for every failed condition.
     pub fn for_copy(self) -> S3Error {
-        s3_error!(
-            PreconditionFailed,
-            "At least one of the pre-conditions you specified did not hold"
-        )
+        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
     }
 }
 
@@ -96,12 +92,7 @@ pub fn check_write(
     if_none_match: Option<&ETagCondition>,
     current: Option<&ObjectRecord>,
 ) -> Result<(), S3Error> {
-    let failed = || {
-        s3_error!(
-            PreconditionFailed,
-            "At least one of the pre-conditions you specified did not hold"
-        )
-    };
+    let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
     if let Some(c) = if_match {
         match current {
             Some(object) if matches(c, &object.etag) => {}

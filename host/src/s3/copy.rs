@@ -25,22 +25,11 @@ impl Gateway {
         source: &CopySource,
         conditions: Conditions,
     ) -> S3Result<CopySourceObject> {
-        let CopySource::Bucket {
-            bucket,
-            key,
-            version_id,
-        } = source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "Access point copy sources are not supported"
-            ));
+        let CopySource::Bucket { bucket, key, version_id } = source else {
+            return Err(s3_error!(NotImplemented, "Access point copy sources are not supported"));
         };
         if version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(
-                NoSuchVersion,
-                "The specified version does not exist."
-            ));
+            return Err(s3_error!(NoSuchVersion, "The specified version does not exist."));
         }
         self.owned_bucket(req, bucket).await?;
         let object = self
@@ -50,20 +39,12 @@ impl Gateway {
             .or_s3()?
             .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
         conditions.check(&object).map_err(|f| f.for_copy())?;
-        Ok(CopySourceObject {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            object,
-        })
+        Ok(CopySourceObject { bucket: bucket.to_string(), key: key.to_string(), object })
     }
 
     /// Re-reads `range` of the source through the same ingest path a PUT
     /// takes, so the copy gets its own digest and its own stored data.
-    pub(super) async fn copy_data(
-        &self,
-        source: &ObjectRecord,
-        range: std::ops::Range<u64>,
-    ) -> S3Result<Ingested> {
+    pub(super) async fn copy_data(&self, source: &ObjectRecord, range: std::ops::Range<u64>) -> S3Result<Ingested> {
         let stream = content_stream(self.storage.clone(), source, range.clone());
         let claims = BodyClaims {
             content_length: Some(range.end - range.start),
@@ -85,14 +66,9 @@ impl Gateway {
             if_modified_since: req.input.copy_source_if_modified_since.take(),
             if_unmodified_since: req.input.copy_source_if_unmodified_since.take(),
         };
-        let source = self
-            .copy_source(&req, &req.input.copy_source, conditions)
-            .await?;
+        let source = self.copy_source(&req, &req.input.copy_source, conditions).await?;
         let input = &mut req.input;
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if !replace && source.bucket == bucket && source.key == key {
             return Err(s3_error!(
                 InvalidRequest,
@@ -119,9 +95,7 @@ impl Gateway {
                 "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
             ));
         }
-        let ingested = self
-            .copy_data(&source.object, 0..source.object.size)
-            .await?;
+        let ingested = self.copy_data(&source.object, 0..source.object.size).await?;
         let digest = ingested.digest;
         let etag = digest.md5_hex();
         let record = ObjectRecord {
@@ -131,18 +105,11 @@ impl Gateway {
             metadata,
             // Checksums of the source are of the same bytes.
             checksums: source.object.checksums.clone(),
-            parts: vec![ObjectPart {
-                segment: ingested.staged.segment.clone(),
-                size: digest.size,
-                etag: etag.clone(),
-            }],
+            parts: vec![ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() }],
             multipart: false,
         };
         let last_modified = record.last_modified_unix_ms;
-        self.storage
-            .commit_object(&bucket, &key, record, vec![ingested.staged])
-            .await
-            .or_s3()?;
+        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(quoted(&etag)),

@@ -14,10 +14,7 @@ impl Gateway {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.owned_bucket(&req, &req.input.bucket).await?;
-        self.storage
-            .delete_object(&req.input.bucket, &req.input.key)
-            .await
-            .map_err(super::error::storage_error)?;
+        self.storage.delete_object(&req.input.bucket, &req.input.key).await.map_err(super::error::storage_error)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -37,16 +34,9 @@ impl Gateway {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for object in &delete.objects {
-            match self
-                .storage
-                .delete_object(&req.input.bucket, &object.key)
-                .await
-            {
+            match self.storage.delete_object(&req.input.bucket, &object.key).await {
                 Ok(_) if quiet => {}
-                Ok(_) => deleted.push(DeletedObject {
-                    key: Some(object.key.clone()),
-                    ..Default::default()
-                }),
+                Ok(_) => deleted.push(DeletedObject { key: Some(object.key.clone()), ..Default::default() }),
                 Err(e) => {
                     tracing::error!(error = %e, "delete failed");
                     errors.push(Error {

@@ -11,30 +11,16 @@ pub fn storage_error(e: StorageError) -> S3Error {
             s3_error!(NoSuchBucket, "The specified bucket does not exist")
         }
         StorageError::BucketExists { .. } => s3_error!(BucketAlreadyExists),
-        StorageError::BucketNotEmpty => s3_error!(
-            BucketNotEmpty,
-            "The bucket you tried to delete is not empty"
-        ),
-        StorageError::NoSuchUpload => s3_error!(
-            NoSuchUpload,
-            "The specified multipart upload does not exist."
-        ),
-        StorageError::Body(e) => {
-            S3Error::with_message(S3ErrorCode::IncompleteBody, format!("request body: {e}"))
-        }
+        StorageError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
+        StorageError::NoSuchUpload => s3_error!(NoSuchUpload, "The specified multipart upload does not exist."),
+        StorageError::Body(e) => S3Error::with_message(S3ErrorCode::IncompleteBody, format!("request body: {e}")),
         StorageError::Io(e) => {
             tracing::error!(error = %e, "storage I/O failed");
-            s3_error!(
-                InternalError,
-                "We encountered an internal error. Please try again."
-            )
+            s3_error!(InternalError, "We encountered an internal error. Please try again.")
         }
         StorageError::Metadata(e) => {
             tracing::error!(error = %e, "metadata store failed");
-            s3_error!(
-                InternalError,
-                "We encountered an internal error. Please try again."
-            )
+            s3_error!(InternalError, "We encountered an internal error. Please try again.")
         }
     }
 }

@@ -29,22 +29,13 @@ struct Selection {
     parts_count: Option<i32>,
 }
 
-fn select(
-    object: &ObjectRecord,
-    range: Option<&s3s::dto::Range>,
-    part_number: Option<i32>,
-) -> S3Result<Selection> {
+fn select(object: &ObjectRecord, range: Option<&s3s::dto::Range>, part_number: Option<i32>) -> S3Result<Selection> {
     let parts_count = object.multipart.then_some(object.parts.len() as i32);
     if let Some(n) = part_number {
         if range.is_some() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "Cannot specify both Range header and partNumber query parameter"
-            ));
+            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
         }
-        let index = usize::try_from(n)
-            .ok()
-            .filter(|&i| i >= 1 && i <= object.parts.len().max(1));
+        let index = usize::try_from(n).ok().filter(|&i| i >= 1 && i <= object.parts.len().max(1));
         let Some(index) = index else {
             let mut e = S3Error::with_message(
                 S3ErrorCode::Custom("InvalidPartNumber".into()),
@@ -56,46 +47,23 @@ fn select(
         let start: u64 = object.parts[..index - 1].iter().map(|p| p.size).sum();
         let size = object.parts.get(index - 1).map_or(0, |p| p.size);
         let range = start..start + size;
-        let content_range =
-            (size > 0).then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size));
-        return Ok(Selection {
-            range,
-            content_range,
-            parts_count: parts_count.or(Some(1)),
-        });
+        let content_range = (size > 0).then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size));
+        return Ok(Selection { range, content_range, parts_count: parts_count.or(Some(1)) });
     }
     match range {
-        None => Ok(Selection {
-            range: 0..object.size,
-            content_range: None,
-            parts_count,
-        }),
+        None => Ok(Selection { range: 0..object.size, content_range: None, parts_count }),
         Some(r) => {
-            let range = r
-                .check(object.size)
-                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
-            let content_range = Some(format!(
-                "bytes {}-{}/{}",
-                range.start,
-                range.end - 1,
-                object.size
-            ));
-            Ok(Selection {
-                range,
-                content_range,
-                parts_count,
-            })
+            let range =
+                r.check(object.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            let content_range = Some(format!("bytes {}-{}/{}", range.start, range.end - 1, object.size));
+            Ok(Selection { range, content_range, parts_count })
         }
     }
 }
 
 /// Streams `range` of an object's content from its parts. A task reads
 /// ahead a few chunks so that storage reads overlap the network send.
-pub(super) fn content_stream(
-    storage: Arc<dyn Storage>,
-    object: &ObjectRecord,
-    range: Range<u64>,
-) -> StreamingBlob {
+pub(super) fn content_stream(storage: Arc<dyn Storage>, object: &ObjectRecord, range: Range<u64>) -> StreamingBlob {
     let mut pieces = Vec::new();
     let mut offset = 0u64;
     for part in &object.parts {
@@ -114,9 +82,7 @@ pub(super) fn content_stream(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open stored data");
-                    let _ = tx
-                        .send(Err(std::io::Error::other("stored data unavailable")))
-                        .await;
+                    let _ = tx.send(Err(std::io::Error::other("stored data unavailable"))).await;
                     return;
                 }
             };
@@ -150,10 +116,7 @@ impl Gateway {
             .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
     }
 
-    pub(super) async fn do_get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
+    pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = &req.input;
         self.owned_bucket(&req, &input.bucket).await?;
         let object = self.readable_object(&input.bucket, &input.key).await?;
@@ -166,23 +129,11 @@ impl Gateway {
         conditions.check(&object).map_err(|f| f.for_read())?;
         let selection = select(&object, input.range.as_ref(), input.part_number)?;
         let whole = selection.content_range.is_none();
-        let want_checksums = whole
-            && input
-                .checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = if want_checksums {
-            object.checksums.clone()
-        } else {
-            Default::default()
-        };
+        let want_checksums = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let c = if want_checksums { object.checksums.clone() } else { Default::default() };
         let meta = &object.metadata;
         let output = GetObjectOutput {
-            body: Some(content_stream(
-                self.storage.clone(),
-                &object,
-                selection.range.clone(),
-            )),
+            body: Some(content_stream(self.storage.clone(), &object, selection.range.clone())),
             content_length: Some((selection.range.end - selection.range.start) as i64),
             content_range: selection.content_range,
             parts_count: selection.parts_count,
@@ -222,16 +173,8 @@ impl Gateway {
         conditions.check(&object).map_err(|f| f.for_read())?;
         let selection = select(&object, input.range.as_ref(), input.part_number)?;
         let whole = selection.content_range.is_none();
-        let want_checksums = whole
-            && input
-                .checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = if want_checksums {
-            object.checksums.clone()
-        } else {
-            Default::default()
-        };
+        let want_checksums = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let c = if want_checksums { object.checksums.clone() } else { Default::default() };
         let meta = &object.metadata;
         let output = HeadObjectOutput {
             content_length: Some((selection.range.end - selection.range.start) as i64),

@@ -29,10 +29,7 @@ impl Encoder {
         match encoding_type.map(EncodingType::as_str) {
             None => Ok(Self { url: false }),
             Some("url") => Ok(Self { url: true }),
-            Some(_) => Err(s3_error!(
-                InvalidArgument,
-                "Invalid Encoding Method specified in Request"
-            )),
+            Some(_) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request")),
         }
     }
 
@@ -56,37 +53,25 @@ impl Encoder {
     }
 }
 
-fn split_page(
-    page: ListPage,
-    enc: &Encoder,
-) -> (Vec<(String, ObjectRecord)>, Option<CommonPrefixList>) {
+fn split_page(page: ListPage, enc: &Encoder) -> (Vec<(String, ObjectRecord)>, Option<CommonPrefixList>) {
     let mut objects = Vec::new();
     let mut prefixes = Vec::new();
     for entry in page.entries {
         match entry {
             ListEntry::Object(key, record) => objects.push((key, record)),
-            ListEntry::CommonPrefix(p) => prefixes.push(CommonPrefix {
-                prefix: Some(enc.encode(&p)),
-            }),
+            ListEntry::CommonPrefix(p) => prefixes.push(CommonPrefix { prefix: Some(enc.encode(&p)) }),
         }
     }
     (objects, (!prefixes.is_empty()).then_some(prefixes))
 }
 
-fn object_entry(
-    key: &str,
-    record: &ObjectRecord,
-    enc: &Encoder,
-    with_owner: Option<&str>,
-) -> Object {
+fn object_entry(key: &str, record: &ObjectRecord, enc: &Encoder, with_owner: Option<&str>) -> Object {
     Object {
         key: Some(enc.encode(key)),
         size: Some(record.size as i64),
         e_tag: Some(quoted(&record.etag)),
         last_modified: Some(timestamp(record.last_modified_unix_ms)),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
-        )),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
         owner: with_owner.map(owner),
         ..Default::default()
     }
@@ -101,12 +86,7 @@ fn decode_token(token: &str) -> S3Result<String> {
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "The continuation token provided is incorrect"
-            )
-        })
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
 }
 
 impl Gateway {
@@ -136,20 +116,10 @@ impl Gateway {
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
         let page = self
-            .list_page(
-                &bucket.name,
-                input.prefix.as_deref(),
-                input.delimiter.as_deref(),
-                input.marker.clone(),
-                max,
-            )
+            .list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), input.marker.clone(), max)
             .await?;
         let truncated = page.is_truncated;
-        let next_marker = page
-            .entries
-            .last()
-            .map(|e| e.resume_marker().to_owned())
-            .filter(|_| truncated);
+        let next_marker = page.entries.last().map(|e| e.resume_marker().to_owned()).filter(|_| truncated);
         let (objects, common_prefixes) = split_page(page, &enc);
         let output = ListObjectsOutput {
             name: Some(bucket.name.clone()),
@@ -159,12 +129,7 @@ impl Gateway {
             max_keys: Some(max as i32),
             is_truncated: Some(truncated),
             next_marker: next_marker.map(|m| enc.encode(&m)),
-            contents: Some(
-                objects
-                    .iter()
-                    .map(|(k, r)| object_entry(k, r, &enc, Some(&bucket.owner)))
-                    .collect(),
-            ),
+            contents: Some(objects.iter().map(|(k, r)| object_entry(k, r, &enc, Some(&bucket.owner))).collect()),
             common_prefixes,
             encoding_type: input.encoding_type.clone(),
             ..Default::default()
@@ -184,27 +149,13 @@ impl Gateway {
             Some(token) => Some(decode_token(token)?),
             None => input.start_after.clone(),
         };
-        let page = self
-            .list_page(
-                &bucket.name,
-                input.prefix.as_deref(),
-                input.delimiter.as_deref(),
-                resume,
-                max,
-            )
-            .await?;
+        let page =
+            self.list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), resume, max).await?;
         let truncated = page.is_truncated;
-        let next = page
-            .entries
-            .last()
-            .map(|e| encode_token(e.resume_marker()))
-            .filter(|_| truncated);
+        let next = page.entries.last().map(|e| encode_token(e.resume_marker())).filter(|_| truncated);
         let key_count = page.entries.len() as i32;
         let (objects, common_prefixes) = split_page(page, &enc);
-        let fetch_owner = input
-            .fetch_owner
-            .unwrap_or(false)
-            .then_some(bucket.owner.as_str());
+        let fetch_owner = input.fetch_owner.unwrap_or(false).then_some(bucket.owner.as_str());
         let output = ListObjectsV2Output {
             name: Some(bucket.name.clone()),
             prefix: Some(enc.encode(input.prefix.as_deref().unwrap_or_default())),
@@ -215,12 +166,7 @@ impl Gateway {
             continuation_token: input.continuation_token.clone(),
             next_continuation_token: next,
             start_after: enc.opt(input.start_after.as_deref()),
-            contents: Some(
-                objects
-                    .iter()
-                    .map(|(k, r)| object_entry(k, r, &enc, fetch_owner))
-                    .collect(),
-            ),
+            contents: Some(objects.iter().map(|(k, r)| object_entry(k, r, &enc, fetch_owner)).collect()),
             common_prefixes,
             encoding_type: input.encoding_type.clone(),
             ..Default::default()
@@ -239,20 +185,10 @@ impl Gateway {
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
         let page = self
-            .list_page(
-                &bucket.name,
-                input.prefix.as_deref(),
-                input.delimiter.as_deref(),
-                input.key_marker.clone(),
-                max,
-            )
+            .list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), input.key_marker.clone(), max)
             .await?;
         let truncated = page.is_truncated;
-        let next_key_marker = page
-            .entries
-            .last()
-            .map(|e| e.resume_marker().to_owned())
-            .filter(|_| truncated);
+        let next_key_marker = page.entries.last().map(|e| e.resume_marker().to_owned()).filter(|_| truncated);
         let (objects, common_prefixes) = split_page(page, &enc);
         let versions = objects
             .iter()
@@ -263,9 +199,7 @@ impl Gateway {
                 size: Some(r.size as i64),
                 e_tag: Some(quoted(&r.etag)),
                 last_modified: Some(timestamp(r.last_modified_unix_ms)),
-                storage_class: Some(ObjectVersionStorageClass::from_static(
-                    ObjectVersionStorageClass::STANDARD,
-                )),
+                storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
                 owner: Some(owner(&bucket.owner)),
                 ..Default::default()
             })
@@ -308,27 +242,19 @@ impl Gateway {
             .filter(|u| {
                 key_marker.is_empty()
                     || u.key.as_str() > key_marker
-                    || (u.key == key_marker
-                        && u.upload_id.as_str() > id_marker
-                        && !id_marker.is_empty())
+                    || (u.key == key_marker && u.upload_id.as_str() > id_marker && !id_marker.is_empty())
             })
             .collect();
         let truncated = uploads.len() > max;
         uploads.truncate(max);
-        let last = uploads
-            .last()
-            .map(|u| (u.key.clone(), u.upload_id.clone()))
-            .filter(|_| truncated);
+        let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone())).filter(|_| truncated);
         let list = uploads
             .into_iter()
             .map(|u| MultipartUpload {
                 key: Some(enc.encode(&u.key)),
                 upload_id: Some(u.upload_id),
                 initiated: Some(timestamp(u.initiated_unix_ms)),
-                initiator: Some(Initiator {
-                    id: Some(u.initiator.clone()),
-                    display_name: Some(u.initiator.clone()),
-                }),
+                initiator: Some(Initiator { id: Some(u.initiator.clone()), display_name: Some(u.initiator.clone()) }),
                 owner: Some(owner(&u.initiator)),
                 storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 ..Default::default()

@@ -20,12 +20,8 @@ pub struct MetadataInput {
 
 impl MetadataInput {
     pub fn into_record(self) -> s3s::S3Result<ObjectMetadata> {
-        let user: std::collections::BTreeMap<String, String> = self
-            .user
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
+        let user: std::collections::BTreeMap<String, String> =
+            self.user.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         let size: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > MAX_USER_METADATA {
             return Err(s3s::s3_error!(
@@ -58,17 +54,9 @@ pub fn parse_http_date(s: &str) -> Option<Timestamp> {
 }
 
 pub fn user_metadata(meta: &ObjectMetadata) -> Option<Metadata> {
-    (!meta.user.is_empty()).then(|| {
-        meta.user
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    })
+    (!meta.user.is_empty()).then(|| meta.user.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 pub fn content_type(meta: &ObjectMetadata) -> Option<ContentType> {
-    meta.content
-        .content_type
-        .as_deref()
-        .and_then(|c| c.parse().ok())
+    meta.content.content_type.as_deref().and_then(|c| c.parse().ok())
 }

@@ -20,10 +20,7 @@ fn part_number(n: i32) -> S3Result<u32> {
     if (1..=MAX_PART_NUMBER).contains(&n) {
         Ok(n as u32)
     } else {
-        Err(s3_error!(
-            InvalidArgument,
-            "Part number must be an integer between 1 and 10000, inclusive"
-        ))
+        Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))
     }
 }
 
@@ -49,22 +46,13 @@ fn copy_range(header: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>>
             "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
         )
     };
-    let (first, last) = header
-        .strip_prefix("bytes=")
-        .and_then(|r| r.split_once('-'))
-        .ok_or_else(invalid)?;
-    let (first, last): (u64, u64) = (
-        first.parse().map_err(|_| invalid())?,
-        last.parse().map_err(|_| invalid())?,
-    );
+    let (first, last) = header.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(invalid)?;
+    let (first, last): (u64, u64) = (first.parse().map_err(|_| invalid())?, last.parse().map_err(|_| invalid())?);
     if first > last {
         return Err(invalid());
     }
     if last >= size {
-        return Err(s3_error!(
-            InvalidRange,
-            "The requested range is not satisfiable"
-        ));
+        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
     }
     Ok(first..last + 1)
 }
@@ -100,10 +88,7 @@ impl Gateway {
         }
         .into_record()?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
-        let checksum_algorithm = input
-            .checksum_algorithm
-            .as_ref()
-            .map(|a| a.as_str().to_ascii_uppercase());
+        let checksum_algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
         let record = UploadRecord {
             upload_id: upload_id.clone(),
             bucket: bucket.clone(),
@@ -140,18 +125,11 @@ impl Gateway {
         let etag = digest.md5_hex();
         let part = PartRecord {
             part_number: number,
-            part: ObjectPart {
-                segment: ingested.staged.segment.clone(),
-                size: digest.size,
-                etag: etag.clone(),
-            },
+            part: ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() },
             last_modified_unix_ms: now_ms(),
             checksums: digest.checksums.clone(),
         };
-        self.storage
-            .commit_part(&upload_id, part, ingested.staged)
-            .await
-            .or_s3()?;
+        self.storage.commit_part(&upload_id, part, ingested.staged).await.or_s3()?;
         let c = digest.checksums;
         let output = UploadPartOutput {
             e_tag: Some(quoted(&etag)),
@@ -180,9 +158,7 @@ impl Gateway {
             if_modified_since: req.input.copy_source_if_modified_since.take(),
             if_unmodified_since: req.input.copy_source_if_unmodified_since.take(),
         };
-        let source = self
-            .copy_source(&req, &req.input.copy_source, conditions)
-            .await?;
+        let source = self.copy_source(&req, &req.input.copy_source, conditions).await?;
         let range = copy_range(req.input.copy_source_range.as_deref(), source.object.size)?;
         let ingested = self.copy_data(&source.object, range).await?;
         let digest = ingested.digest;
@@ -190,18 +166,11 @@ impl Gateway {
         let last_modified = now_ms();
         let part = PartRecord {
             part_number: number,
-            part: ObjectPart {
-                segment: ingested.staged.segment.clone(),
-                size: digest.size,
-                etag: etag.clone(),
-            },
+            part: ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() },
             last_modified_unix_ms: last_modified,
             checksums: Default::default(),
         };
-        self.storage
-            .commit_part(&upload_id, part, ingested.staged)
-            .await
-            .or_s3()?;
+        self.storage.commit_part(&upload_id, part, ingested.staged).await.or_s3()?;
         let output = UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(quoted(&etag)),
@@ -221,21 +190,15 @@ impl Gateway {
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         self.owned_bucket(&req, &bucket).await?;
         let upload = self.upload(&bucket, &key, &input.upload_id).await?;
-        let requested = input
-            .multipart_upload
-            .as_ref()
-            .and_then(|m| m.parts.as_ref())
-            .filter(|p| !p.is_empty());
+        let requested = input.multipart_upload.as_ref().and_then(|m| m.parts.as_ref()).filter(|p| !p.is_empty());
         let Some(requested) = requested else {
             return Err(s3_error!(
                 MalformedXML,
                 "The XML you provided was not well-formed or did not validate against our published schema"
             ));
         };
-        let numbers = requested
-            .iter()
-            .map(|p| part_number(p.part_number.unwrap_or(0)))
-            .collect::<S3Result<Vec<u32>>>()?;
+        let numbers =
+            requested.iter().map(|p| part_number(p.part_number.unwrap_or(0))).collect::<S3Result<Vec<u32>>>()?;
         if numbers.windows(2).any(|w| w[0] >= w[1]) {
             return Err(s3_error!(
                 InvalidPartOrder,
@@ -251,34 +214,20 @@ impl Gateway {
         };
         let mut parts = Vec::with_capacity(requested.len());
         for (wanted, number) in requested.iter().zip(&numbers) {
-            let found = stored
-                .iter()
-                .find(|p| p.part_number == *number)
-                .ok_or_else(invalid_part)?;
-            if wanted
-                .e_tag
-                .as_ref()
-                .is_some_and(|etag| etag.value() != found.part.etag)
-            {
+            let found = stored.iter().find(|p| p.part_number == *number).ok_or_else(invalid_part)?;
+            if wanted.e_tag.as_ref().is_some_and(|etag| etag.value() != found.part.etag) {
                 return Err(invalid_part());
             }
             parts.push(found.part.clone());
         }
-        if parts[..parts.len() - 1]
-            .iter()
-            .any(|p| p.size < MIN_PART_SIZE)
-        {
+        if parts[..parts.len() - 1].iter().any(|p| p.size < MIN_PART_SIZE) {
             return Err(s3_error!(
                 EntityTooSmall,
                 "Your proposed upload is smaller than the minimum allowed object size."
             ));
         }
         let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
-        check_write(
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            current.as_ref(),
-        )?;
+        check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
         let record = ObjectRecord {
             size: parts.iter().map(|p| p.size).sum(),
@@ -289,10 +238,7 @@ impl Gateway {
             parts,
             multipart: true,
         };
-        self.storage
-            .complete_upload(&upload.upload_id, record)
-            .await
-            .or_s3()?;
+        self.storage.complete_upload(&upload.upload_id, record).await.or_s3()?;
         let output = CompleteMultipartUploadOutput {
             bucket: Some(bucket.clone()),
             key: Some(key.clone()),
@@ -309,25 +255,16 @@ impl Gateway {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = &req.input;
         self.owned_bucket(&req, &input.bucket).await?;
-        self.upload(&input.bucket, &input.key, &input.upload_id)
-            .await?;
+        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         self.storage.abort_upload(&input.upload_id).await.or_s3()?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
-    pub(super) async fn do_list_parts(
-        &self,
-        req: S3Request<ListPartsInput>,
-    ) -> S3Result<S3Response<ListPartsOutput>> {
+    pub(super) async fn do_list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let input = &req.input;
         self.owned_bucket(&req, &input.bucket).await?;
-        let upload = self
-            .upload(&input.bucket, &input.key, &input.upload_id)
-            .await?;
-        let max = input
-            .max_parts
-            .unwrap_or(MAX_PARTS_LISTED)
-            .clamp(0, MAX_PARTS_LISTED) as usize;
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let max = input.max_parts.unwrap_or(MAX_PARTS_LISTED).clamp(0, MAX_PARTS_LISTED) as usize;
         let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
         let mut stored: Vec<_> = self
             .storage
@@ -339,10 +276,7 @@ impl Gateway {
             .collect();
         let truncated = stored.len() > max;
         stored.truncate(max);
-        let next_marker = stored
-            .last()
-            .map(|p| p.part_number as i32)
-            .filter(|_| truncated);
+        let next_marker = stored.last().map(|p| p.part_number as i32).filter(|_| truncated);
         let parts = stored
             .into_iter()
             .map(|p| Part {
@@ -372,10 +306,7 @@ impl Gateway {
             }),
             owner: Some(owner(&upload.initiator)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            checksum_algorithm: upload
-                .checksum_algorithm
-                .clone()
-                .map(ChecksumAlgorithm::from),
+            checksum_algorithm: upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
             ..Default::default()
         };
         Ok(S3Response::new(output))

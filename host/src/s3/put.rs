@@ -32,11 +32,7 @@ impl Gateway {
         let conditional = input.if_match.is_some() || input.if_none_match.is_some();
         if conditional {
             let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
-            check_write(
-                input.if_match.as_ref(),
-                input.if_none_match.as_ref(),
-                current.as_ref(),
-            )?;
+            check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
@@ -49,26 +45,15 @@ impl Gateway {
             last_modified_unix_ms: now_ms(),
             metadata,
             checksums: digest.checksums.clone(),
-            parts: vec![ObjectPart {
-                segment: ingested.staged.segment.clone(),
-                size: digest.size,
-                etag: etag.clone(),
-            }],
+            parts: vec![ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() }],
             multipart: false,
         };
         if conditional {
             // Re-checked right before the commit to narrow the race with a concurrent writer.
             let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
-            check_write(
-                req.input.if_match.as_ref(),
-                req.input.if_none_match.as_ref(),
-                current.as_ref(),
-            )?;
+            check_write(req.input.if_match.as_ref(), req.input.if_none_match.as_ref(), current.as_ref())?;
         }
-        self.storage
-            .commit_object(&bucket, &key, record, vec![ingested.staged])
-            .await
-            .or_s3()?;
+        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
         let c = digest.checksums;
         let output = PutObjectOutput {
             e_tag: Some(quoted(&etag)),

@@ -51,21 +51,14 @@ macro_rules! redb_errors {
         }
     )*};
 }
-redb_errors!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+redb_errors!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialize")
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StorageError::Metadata(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Metadata(format!("corrupt record: {e}")))
 }
 
 fn object_key(bucket: &str, key: &str) -> Vec<u8> {
@@ -79,10 +72,7 @@ fn object_key(bucket: &str, key: &str) -> Vec<u8> {
 /// Data ids are 32 lower-case hex digits; anything else is refused before
 /// it can touch a path.
 fn is_data_id(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn now_ms() -> i64 {
@@ -108,11 +98,7 @@ impl LocalStorage {
         txn.open_table(UPLOADS)?;
         txn.open_table(PARTS)?;
         txn.commit()?;
-        let store = Self {
-            db: Arc::new(db),
-            objects_dir,
-            tmp_dir,
-        };
+        let store = Self { db: Arc::new(db), objects_dir, tmp_dir };
         store.expire_uploads(upload_expiry)?;
         store.remove_unreferenced_data()?;
         Ok(store)
@@ -204,10 +190,7 @@ impl LocalStorage {
         if segments.is_empty() {
             return;
         }
-        let paths: Vec<PathBuf> = segments
-            .iter()
-            .filter_map(|s| self.data_path(&s.data_id).ok())
-            .collect();
+        let paths: Vec<PathBuf> = segments.iter().filter_map(|s| self.data_path(&s.data_id).ok()).collect();
         let _ = tokio::task::spawn_blocking(move || {
             for path in paths {
                 let _ = std::fs::remove_file(path);
@@ -225,19 +208,13 @@ fn remove_upload(db: &Database, upload_id: &str) -> Result<Vec<DataSegment>, Sto
         if uploads.remove(upload_id)?.is_none() {
             return Err(StorageError::NoSuchUpload);
         }
-        take_parts(&mut txn.open_table(PARTS)?, upload_id)?
-            .into_iter()
-            .map(|p| p.part.segment)
-            .collect()
+        take_parts(&mut txn.open_table(PARTS)?, upload_id)?.into_iter().map(|p| p.part.segment).collect()
     };
     txn.commit()?;
     Ok(segments)
 }
 
-fn take_parts(
-    parts: &mut redb::Table<(&str, u32), &[u8]>,
-    upload_id: &str,
-) -> Result<Vec<PartRecord>, StorageError> {
+fn take_parts(parts: &mut redb::Table<(&str, u32), &[u8]>, upload_id: &str) -> Result<Vec<PartRecord>, StorageError> {
     let mut out = Vec::new();
     for item in parts.extract_from_if((upload_id, 0)..=(upload_id, u32::MAX), |_, _| true)? {
         out.push(decode(item?.1.value())?);
@@ -258,9 +235,7 @@ fn list_range(
     let prefix_key = object_key(bucket, &query.prefix);
     let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
     let mut cursor: Bound<Vec<u8>> = match &query.start_after {
-        Some(after) if object_key(bucket, after) >= prefix_key => {
-            Bound::Excluded(object_key(bucket, after))
-        }
+        Some(after) if object_key(bucket, after) >= prefix_key => Bound::Excluded(object_key(bucket, after)),
         _ => Bound::Included(prefix_key.clone()),
     };
     'scan: loop {
@@ -277,17 +252,13 @@ fn list_range(
                 && let Some(pos) = key[query.prefix.len()..].find(d)
             {
                 let common = &key[..query.prefix.len() + pos + d.len()];
-                let already_listed = query
-                    .start_after
-                    .as_deref()
-                    .is_some_and(|after| common <= after);
+                let already_listed = query.start_after.as_deref().is_some_and(|after| common <= after);
                 if !already_listed {
                     if page.entries.len() == query.max_keys {
                         page.is_truncated = true;
                         break 'scan;
                     }
-                    page.entries
-                        .push(ListEntry::CommonPrefix(common.to_owned()));
+                    page.entries.push(ListEntry::CommonPrefix(common.to_owned()));
                 }
                 // UTF-8 never contains 0xFF, so this sorts after every key under `common`.
                 let mut next = object_key(bucket, common);
@@ -299,8 +270,7 @@ fn list_range(
                 page.is_truncated = true;
                 break 'scan;
             }
-            page.entries
-                .push(ListEntry::Object(key.to_owned(), decode(v.value())?));
+            page.entries.push(ListEntry::Object(key.to_owned(), decode(v.value())?));
         }
         break;
     }
@@ -316,9 +286,7 @@ impl Storage for LocalStorage {
                 let mut buckets = txn.open_table(BUCKETS)?;
                 if let Some(existing) = buckets.get(bucket.name.as_str())? {
                     let existing: BucketRecord = decode(existing.value())?;
-                    return Err(StorageError::BucketExists {
-                        owner: existing.owner,
-                    });
+                    return Err(StorageError::BucketExists { owner: existing.owner });
                 }
                 buckets.insert(bucket.name.as_str(), encode(&bucket).as_slice())?;
             }
@@ -333,10 +301,7 @@ impl Storage for LocalStorage {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let buckets = txn.open_table(BUCKETS)?;
-            buckets
-                .get(name.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()
+            buckets.get(name.as_str())?.map(|v| decode(v.value())).transpose()
         })
         .await
     }
@@ -383,11 +348,7 @@ impl Storage for LocalStorage {
                         .collect();
                     for id in pending {
                         uploads.remove(id.as_str())?;
-                        segments.extend(
-                            take_parts(&mut parts, &id)?
-                                .into_iter()
-                                .map(|p| p.part.segment),
-                        );
+                        segments.extend(take_parts(&mut parts, &id)?.into_iter().map(|p| p.part.segment));
                     }
                     buckets.remove(name.as_str())?;
                 }
@@ -405,12 +366,7 @@ impl Storage for LocalStorage {
         let final_path = self.data_path(&id)?;
         // Removes the temp file on every early return, including a body error.
         let tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp_path)
-            .await?;
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp_path).await?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
@@ -420,10 +376,7 @@ impl Storage for LocalStorage {
         }
         writer.flush().await?;
         writer.into_inner().sync_all().await?;
-        let shard = final_path
-            .parent()
-            .expect("data path has a shard")
-            .to_owned();
+        let shard = final_path.parent().expect("data path has a shard").to_owned();
         let (from, to) = (tmp_path, final_path.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&shard)?;
@@ -433,29 +386,20 @@ impl Storage for LocalStorage {
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
         std::mem::forget(tmp_guard);
-        let segment = DataSegment {
-            data_id: id,
-            stored_size: size,
-        };
+        let segment = DataSegment { data_id: id, stored_size: size };
         Ok(StagedData::new(segment, move || {
             let _ = std::fs::remove_file(final_path);
         }))
     }
 
-    async fn read_data(
-        &self,
-        segment: &DataSegment,
-        range: Range<u64>,
-    ) -> Result<ByteStream, StorageError> {
+    async fn read_data(&self, segment: &DataSegment, range: Range<u64>) -> Result<ByteStream, StorageError> {
         let path = self.data_path(&segment.data_id)?;
         let mut file = tokio::fs::File::open(path).await?;
         if range.start > 0 {
             file.seek(std::io::SeekFrom::Start(range.start)).await?;
         }
         let limited = tokio::io::AsyncReadExt::take(file, range.end - range.start);
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            limited, READ_CHUNK,
-        )))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK)))
     }
 
     async fn commit_object(
@@ -487,24 +431,16 @@ impl Storage for LocalStorage {
                 Ok(replaced)
             })
             .await?;
-        self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect())
-            .await;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect()).await;
         Ok(())
     }
 
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectRecord>, StorageError> {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
         let db_key = object_key(bucket, key);
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let objects = txn.open_table(OBJECTS)?;
-            objects
-                .get(db_key.as_slice())?
-                .map(|v| decode(v.value()))
-                .transpose()
+            objects.get(db_key.as_slice())?.map(|v| decode(v.value())).transpose()
         })
         .await
     }
@@ -524,17 +460,12 @@ impl Storage for LocalStorage {
             .await?;
         let existed = removed.is_some();
         if let Some(old) = removed {
-            self.delete_segments_later(old.parts.into_iter().map(|p| p.segment).collect())
-                .await;
+            self.delete_segments_later(old.parts.into_iter().map(|p| p.segment).collect()).await;
         }
         Ok(existed)
     }
 
-    async fn list_objects(
-        &self,
-        bucket: &str,
-        query: &ListQuery,
-    ) -> Result<ListPage, StorageError> {
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StorageError> {
         let (bucket, query) = (bucket.to_owned(), query.clone());
         self.blocking(move |db| {
             let txn = db.begin_read()?;
@@ -546,15 +477,10 @@ impl Storage for LocalStorage {
     async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError> {
         self.blocking(move |db| {
             let txn = db.begin_write()?;
-            if txn
-                .open_table(BUCKETS)?
-                .get(upload.bucket.as_str())?
-                .is_none()
-            {
+            if txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.is_none() {
                 return Err(StorageError::NoSuchBucket);
             }
-            txn.open_table(UPLOADS)?
-                .insert(upload.upload_id.as_str(), encode(&upload).as_slice())?;
+            txn.open_table(UPLOADS)?.insert(upload.upload_id.as_str(), encode(&upload).as_slice())?;
             txn.commit()?;
             Ok(())
         })
@@ -566,20 +492,12 @@ impl Storage for LocalStorage {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let uploads = txn.open_table(UPLOADS)?;
-            uploads
-                .get(upload_id.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()
+            uploads.get(upload_id.as_str())?.map(|v| decode(v.value())).transpose()
         })
         .await
     }
 
-    async fn commit_part(
-        &self,
-        upload_id: &str,
-        part: PartRecord,
-        data: StagedData,
-    ) -> Result<(), StorageError> {
+    async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError> {
         let upload_id = upload_id.to_owned();
         let replaced = self
             .blocking(move |db| {
@@ -589,10 +507,7 @@ impl Storage for LocalStorage {
                         return Err(StorageError::NoSuchUpload);
                     }
                     let mut parts = txn.open_table(PARTS)?;
-                    let old = parts.insert(
-                        (upload_id.as_str(), part.part_number),
-                        encode(&part).as_slice(),
-                    )?;
+                    let old = parts.insert((upload_id.as_str(), part.part_number), encode(&part).as_slice())?;
                     old.map(|v| decode::<PartRecord>(v.value())).transpose()?
                 };
                 txn.commit()?;
@@ -600,8 +515,7 @@ impl Storage for LocalStorage {
                 Ok(replaced)
             })
             .await?;
-        self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect())
-            .await;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect()).await;
         Ok(())
     }
 
@@ -619,11 +533,7 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn complete_upload(
-        &self,
-        upload_id: &str,
-        object: ObjectRecord,
-    ) -> Result<(), StorageError> {
+    async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError> {
         let upload_id = upload_id.to_owned();
         let unused = self
             .blocking(move |db| {
@@ -634,35 +544,19 @@ impl Storage for LocalStorage {
                         Some(v) => decode(v.value())?,
                         None => return Err(StorageError::NoSuchUpload),
                     };
-                    if txn
-                        .open_table(BUCKETS)?
-                        .get(upload.bucket.as_str())?
-                        .is_none()
-                    {
+                    if txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.is_none() {
                         return Err(StorageError::NoSuchBucket);
                     }
-                    let used: HashSet<&str> = object
-                        .parts
-                        .iter()
-                        .map(|p| p.segment.data_id.as_str())
+                    let used: HashSet<&str> = object.parts.iter().map(|p| p.segment.data_id.as_str()).collect();
+                    let mut unused: Vec<DataSegment> = take_parts(&mut txn.open_table(PARTS)?, &upload_id)?
+                        .into_iter()
+                        .map(|p| p.part.segment)
+                        .filter(|s| !used.contains(s.data_id.as_str()))
                         .collect();
-                    let mut unused: Vec<DataSegment> =
-                        take_parts(&mut txn.open_table(PARTS)?, &upload_id)?
-                            .into_iter()
-                            .map(|p| p.part.segment)
-                            .filter(|s| !used.contains(s.data_id.as_str()))
-                            .collect();
                     let db_key = object_key(&upload.bucket, &upload.key);
                     let mut objects = txn.open_table(OBJECTS)?;
-                    if let Some(old) =
-                        objects.insert(db_key.as_slice(), encode(&object).as_slice())?
-                    {
-                        unused.extend(
-                            decode::<ObjectRecord>(old.value())?
-                                .parts
-                                .into_iter()
-                                .map(|p| p.segment),
-                        );
+                    if let Some(old) = objects.insert(db_key.as_slice(), encode(&object).as_slice())? {
+                        unused.extend(decode::<ObjectRecord>(old.value())?.parts.into_iter().map(|p| p.segment));
                     }
                     unused
                 };
@@ -676,9 +570,7 @@ impl Storage for LocalStorage {
 
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError> {
         let upload_id = upload_id.to_owned();
-        let segments = self
-            .blocking(move |db| remove_upload(db, &upload_id))
-            .await?;
+        let segments = self.blocking(move |db| remove_upload(db, &upload_id)).await?;
         self.delete_segments_later(segments).await;
         Ok(())
     }

@@ -48,10 +48,7 @@ pub struct StagedData {
 
 impl StagedData {
     pub fn new(segment: DataSegment, discard: impl FnOnce() + Send + Sync + 'static) -> Self {
-        Self {
-            segment,
-            discard: Some(Box::new(discard)),
-        }
+        Self { segment, discard: Some(Box::new(discard)) }
     }
 
     /// Called by a backend once the segment is referenced by committed metadata.
@@ -113,11 +110,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Stores a body durably but invisibly; see [`StagedData`].
     async fn write_data(&self, body: ByteStream) -> Result<StagedData, StorageError>;
     /// Reads `range` (relative to the segment) of a committed segment.
-    async fn read_data(
-        &self,
-        segment: &DataSegment,
-        range: std::ops::Range<u64>,
-    ) -> Result<ByteStream, StorageError>;
+    async fn read_data(&self, segment: &DataSegment, range: std::ops::Range<u64>) -> Result<ByteStream, StorageError>;
 
     /// Makes an object visible, replacing any previous one with that key.
     async fn commit_object(
@@ -127,33 +120,19 @@ pub trait Storage: Send + Sync + 'static {
         object: ObjectRecord,
         data: Vec<StagedData>,
     ) -> Result<(), StorageError>;
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectRecord>, StorageError>;
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError>;
     /// Returns whether there was an object to delete.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
-    async fn list_objects(&self, bucket: &str, query: &ListQuery)
-    -> Result<ListPage, StorageError>;
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StorageError>;
 
     async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError>;
     async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError>;
     /// Adds or replaces a part of a pending upload.
-    async fn commit_part(
-        &self,
-        upload_id: &str,
-        part: PartRecord,
-        data: StagedData,
-    ) -> Result<(), StorageError>;
+    async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError>;
     async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError>;
     /// Atomically makes `object` (built from some of the upload's parts)
     /// visible and forgets the upload; unused parts are discarded.
-    async fn complete_upload(
-        &self,
-        upload_id: &str,
-        object: ObjectRecord,
-    ) -> Result<(), StorageError>;
+    async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
 }

@@ -13,11 +13,7 @@ pub const SECRET_KEY: &str = "testsecretkey0123456789";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub struct Gateway {
@@ -55,25 +51,15 @@ impl Gateway {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("gateway.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("gateway.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
             .arg("serve")
             .args(["--listen", &self.s3_addr.to_string()])
             .args(["--admin-listen", &self.admin_addr.to_string()])
             .args(["--data-dir", self.data_dir().to_str().unwrap()])
             .args(["--kms-local-dir", self.kms_dir().to_str().unwrap()])
-            .args([
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, "--admin-token", ADMIN_TOKEN])
             .args(&self.extra_args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

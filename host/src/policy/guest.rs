@@ -1,0 +1,154 @@
+//! The host side of the WIT contract: bindings generated from `wit/`, the
+//! per-request store state, and the imports the guest may call.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+
+use crate::kms::{DataKey, KeyContext, Kms, KmsError};
+
+wasmtime::component::bindgen!({
+    world: "policy",
+    path: "../wit",
+    imports: { default: async | trappable },
+    exports: { default: async },
+    with: {
+        "sealgate:policy/kms.data-key": HeldKey,
+    },
+});
+
+pub use sealgate::policy::kms::KmsError as WitKmsError;
+pub use sealgate::policy::types::{BucketState, Operation, Sealed};
+
+/// A data key the guest holds a handle to; the bytes stay here.
+pub struct HeldKey(pub DataKey);
+
+/// Which object a KMS call is about, so that wrapped keys are bound to it.
+#[derive(Clone)]
+pub struct KeyContexts {
+    /// The request's own bucket and key (what is written or read).
+    pub target: KeyContext,
+    /// A copy source: its context and the wrapped key stored with it.
+    pub source: Option<(KeyContext, Vec<u8>)>,
+}
+
+/// Everything one evaluation may touch. A fresh one per request.
+pub struct GuestState {
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub kms: std::sync::Arc<dyn Kms>,
+    pub contexts: KeyContexts,
+    /// Keys created during this evaluation (destroyed again if the request fails).
+    pub created_keys: Vec<String>,
+    /// Keys to destroy once the request has committed.
+    pub destroy_after_commit: Vec<String>,
+    /// Wall time spent in host imports, which the guest's deadline excludes.
+    pub host_time: Duration,
+    pub started: Instant,
+    pub module_sha256: String,
+    /// Set when the memory limit refused a growth.
+    pub memory_refused: bool,
+}
+
+impl ResourceLimiter for GuestState {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+}
+
+fn wit_error(e: KmsError) -> WitKmsError {
+    WitKmsError { code: e.code().to_owned(), message: e.to_string() }
+}
+
+impl GuestState {
+    /// Runs a KMS call and books its wall time as host time.
+    async fn timed<T>(&mut self, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.host_time += started.elapsed();
+        out
+    }
+
+    fn hold(&mut self, key: DataKey) -> wasmtime::Result<Resource<HeldKey>> {
+        Ok(self.table.push(HeldKey(key))?)
+    }
+}
+
+impl sealgate::policy::kms::HostDataKey for GuestState {
+    async fn key_id(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&key)?.0.key_id.clone())
+    }
+
+    async fn drop(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<()> {
+        self.table.delete(key)?;
+        Ok(())
+    }
+}
+
+impl sealgate::policy::kms::Host for GuestState {
+    async fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
+        let kms = self.kms.clone();
+        let created = self.timed(kms.create_key(&bucket)).await;
+        if let Ok(key_id) = &created {
+            self.created_keys.push(key_id.clone());
+        }
+        Ok(created.map_err(wit_error))
+    }
+
+    async fn generate_data_key(&mut self, key_id: String) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let (kms, context) = (self.kms.clone(), self.contexts.target.clone());
+        match self.timed(kms.generate_data_key(&key_id, &context)).await {
+            Ok(key) => Ok(Ok(self.hold(key)?)),
+            Err(e) => Ok(Err(wit_error(e))),
+        }
+    }
+
+    async fn unwrap_data_key(
+        &mut self,
+        key_id: String,
+        wrapped: Vec<u8>,
+    ) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let context = match &self.contexts.source {
+            Some((source, source_wrapped)) if *source_wrapped == wrapped => source.clone(),
+            _ => self.contexts.target.clone(),
+        };
+        let kms = self.kms.clone();
+        match self.timed(kms.unwrap_data_key(&key_id, &wrapped, &context)).await {
+            Ok(key) => Ok(Ok(self.hold(key)?)),
+            Err(e) => Ok(Err(wit_error(e))),
+        }
+    }
+
+    async fn destroy_bucket_key(&mut self, key_id: String) -> wasmtime::Result<Result<(), WitKmsError>> {
+        // Deferred: the bucket deletion may still fail (not empty), and a
+        // key destroyed too early would make its objects unreadable.
+        self.destroy_after_commit.push(key_id);
+        Ok(Ok(()))
+    }
+}
+
+impl sealgate::policy::log::Host for GuestState {
+    async fn log(&mut self, level: sealgate::policy::log::Level, message: String) -> wasmtime::Result<()> {
+        use sealgate::policy::log::Level;
+        let message: String = message.chars().take(512).collect();
+        let sha = &self.module_sha256[..12];
+        match level {
+            Level::Debug => tracing::debug!(module = sha, "{message}"),
+            Level::Info => tracing::info!(module = sha, "{message}"),
+            Level::Warn => tracing::warn!(module = sha, "{message}"),
+            Level::Error => tracing::error!(module = sha, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl sealgate::policy::types::Host for GuestState {}

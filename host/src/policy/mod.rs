@@ -1,0 +1,405 @@
+//! The policy runtime: runs the bucket-encryption rules, a WebAssembly
+//! component, in a fresh sandboxed instance per request, and swaps the
+//! module on a running gateway.
+//!
+//! One `Engine` with the pooling allocator; an `InstancePre` per loaded
+//! module; per request a new `Store` with a 16 MiB memory limit and a 50 ms
+//! deadline on guest execution (time in KMS imports excluded). A trap, a
+//! timeout, a memory-limit hit or a malformed decision is an error the S3
+//! front answers with 500 InternalError, having written nothing.
+
+mod guest;
+mod selftest;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hyper::HeaderMap;
+use hyper::header::{HeaderName, HeaderValue};
+use sha2::Digest;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
+};
+
+pub use guest::{BucketState, KeyContexts, Operation, Request, Sealed};
+use guest::{Decision, GuestState, HeldKey, PolicyPre};
+
+use crate::kms::{DataKey, Kms};
+use crate::metrics::Metrics;
+
+/// The default module, built from `guest/component` and embedded so the
+/// gateway runs with no module file.
+pub const DEFAULT_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default-policy.wasm"));
+
+const MEMORY_LIMIT: usize = 16 << 20;
+const GUEST_DEADLINE: Duration = Duration::from_millis(50);
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Concurrent evaluations; the instance pool is sized for them.
+const SLOTS: u32 = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("module does not compile as a component: {0}")]
+    Compile(String),
+    #[error("module does not fit the sealgate:policy@1.0.0 world: {0}")]
+    Imports(String),
+    #[error("module failed its self-test: {0}")]
+    SelfTest(String),
+    #[error("guest trapped or ran out of time or memory: {0}")]
+    Guest(String),
+    #[error("guest returned a malformed decision: {0}")]
+    Malformed(String),
+}
+
+/// What `GET /policy` shows about the loaded module.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// RFC 3339.
+    pub loaded_at: String,
+    pub source: String,
+}
+
+struct LoadedPolicy {
+    pre: PolicyPre<GuestState>,
+    info: PolicyInfo,
+}
+
+/// A guest's answer, checked and with its key handles resolved.
+pub enum Verdict {
+    Deny { status: u16, code: String, message: String },
+    Allow(Allowed),
+}
+
+#[derive(Default)]
+pub struct Allowed {
+    pub bucket_state: Option<BucketState>,
+    pub seal_with: Option<DataKey>,
+    pub open_with: Option<DataKey>,
+    pub report_algorithm: Option<String>,
+    pub response_headers: HeaderMap,
+    pub after: AfterCommit,
+}
+
+/// KMS work that depends on whether the request commits.
+#[derive(Default)]
+pub struct AfterCommit {
+    kms: Option<Arc<dyn Kms>>,
+    created_keys: Vec<String>,
+    destroy_keys: Vec<String>,
+}
+
+impl AfterCommit {
+    /// The request committed: carry out deferred key destructions.
+    pub async fn committed(self) {
+        let Some(kms) = self.kms else { return };
+        for key_id in self.destroy_keys {
+            if let Err(e) = kms.destroy_key(&key_id).await {
+                tracing::warn!(key_id = %key_id, error = %e, "could not destroy a bucket master key");
+            }
+        }
+    }
+
+    /// The request failed: keys created for it are destroyed again.
+    pub async fn failed(self) {
+        let Some(kms) = self.kms else { return };
+        for key_id in self.created_keys {
+            if let Err(e) = kms.destroy_key(&key_id).await {
+                tracing::warn!(key_id = %key_id, error = %e, "could not destroy an unused bucket master key");
+            }
+        }
+    }
+}
+
+pub struct PolicyRuntime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    current: ArcSwap<LoadedPolicy>,
+    kms: Arc<dyn Kms>,
+    slots: Semaphore,
+    metrics: Arc<Metrics>,
+    /// Serializes swaps so two loads cannot interleave.
+    swap_lock: tokio::sync::Mutex<()>,
+}
+
+fn engine() -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(SLOTS + 8)
+        .total_core_instances(SLOTS + 8)
+        .total_memories(SLOTS + 8)
+        .total_tables(SLOTS + 8)
+        .total_stacks(SLOTS + 8)
+        .max_memory_size(MEMORY_LIMIT);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_reservation(MEMORY_LIMIT as u64)
+        .memory_guard_size(64 << 10)
+        .max_wasm_stack(512 << 10)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl PolicyRuntime {
+    /// Starts with `module` (or the embedded default) and the epoch ticker.
+    pub async fn start(
+        kms: Arc<dyn Kms>,
+        metrics: Arc<Metrics>,
+        module: Option<(Vec<u8>, String)>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let engine = engine()?;
+        let mut linker = Linker::new(&engine);
+        guest::Policy::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        let (bytes, source) = module.unwrap_or_else(|| (DEFAULT_MODULE.to_vec(), "embedded default".into()));
+        let loaded = prepare(&engine, &linker, kms.clone(), bytes, source).await?;
+        let runtime = Arc::new(Self {
+            engine,
+            linker,
+            current: ArcSwap::from_pointee(loaded),
+            kms,
+            slots: Semaphore::new(SLOTS as usize),
+            metrics,
+            swap_lock: tokio::sync::Mutex::new(()),
+        });
+        let ticker = Arc::downgrade(&runtime);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(EPOCH_TICK);
+            loop {
+                interval.tick().await;
+                match ticker.upgrade() {
+                    Some(runtime) => runtime.engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+        tracing::info!(policy = %runtime.info().name, sha256 = %runtime.info().sha256, "policy module loaded");
+        Ok(runtime)
+    }
+
+    pub fn info(&self) -> PolicyInfo {
+        self.current.load().info.clone()
+    }
+
+    pub fn kms(&self) -> &Arc<dyn Kms> {
+        &self.kms
+    }
+
+    /// Compiles, checks and self-tests a candidate, then swaps it in.
+    /// Requests in flight finish on the module they started with.
+    pub async fn load(&self, bytes: Vec<u8>, source: String) -> Result<PolicyInfo, PolicyError> {
+        let _one_at_a_time = self.swap_lock.lock().await;
+        let started = Instant::now();
+        match prepare(&self.engine, &self.linker, self.kms.clone(), bytes, source).await {
+            Ok(loaded) => {
+                let info = loaded.info.clone();
+                self.current.store(Arc::new(loaded));
+                self.metrics.policy_swapped(started.elapsed().as_secs_f64());
+                tracing::info!(policy = %info.name, version = %info.version, sha256 = %info.sha256, source = %info.source, swap_ms = started.elapsed().as_millis() as u64, "policy module swapped in");
+                Ok(info)
+            }
+            Err(e) => {
+                self.metrics.policy_refused();
+                tracing::warn!(error = %e, "policy module refused; the previous one stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Evaluates one request on a fresh instance of the current module.
+    pub async fn evaluate(&self, request: Request, contexts: KeyContexts) -> Result<Verdict, PolicyError> {
+        let _slot = self.slots.acquire().await.expect("semaphore never closes");
+        let loaded = self.current.load_full();
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, self.kms.clone(), contexts, &loaded.info.sha256);
+        let bucket_key = request.bucket_state.as_ref().and_then(|b| b.key_id.clone());
+        let result = call_evaluate(&loaded.pre, &mut store, &request).await;
+        self.metrics.policy_evaluated(started.elapsed().as_secs_f64());
+        let decision = match result {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.policy_trapped();
+                let memory = store.data().memory_refused;
+                tracing::error!(module_sha256 = %loaded.info.sha256, memory_limit_hit = memory, error = %e, "policy guest failed");
+                AfterCommit {
+                    kms: Some(self.kms.clone()),
+                    created_keys: std::mem::take(&mut store.data_mut().created_keys),
+                    destroy_keys: vec![],
+                }
+                .failed()
+                .await;
+                return Err(e);
+            }
+        };
+        let verdict = resolve(decision, &mut store, bucket_key.as_deref(), self.kms.clone());
+        if let Err(e) = &verdict {
+            self.metrics.policy_trapped();
+            tracing::error!(module_sha256 = %loaded.info.sha256, error = %e, "policy guest returned a malformed decision");
+        }
+        verdict
+    }
+}
+
+fn new_store(engine: &Engine, kms: Arc<dyn Kms>, contexts: KeyContexts, sha256: &str) -> Store<GuestState> {
+    let state = GuestState {
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(8).tables(8).memories(4).build(),
+        kms,
+        contexts,
+        created_keys: Vec::new(),
+        destroy_after_commit: Vec::new(),
+        host_time: Duration::ZERO,
+        started: Instant::now(),
+        module_sha256: sha256.to_owned(),
+        memory_refused: false,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s);
+    store.set_epoch_deadline(1);
+    // Each tick, check the guest's own time (wall time minus time spent in
+    // KMS imports): a slow KMS must not count against the guest.
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        let guest_time = state.started.elapsed().saturating_sub(state.host_time);
+        if guest_time > GUEST_DEADLINE { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Continue(1)) }
+    });
+    store
+}
+
+async fn call_evaluate(
+    pre: &PolicyPre<GuestState>,
+    store: &mut Store<GuestState>,
+    request: &Request,
+) -> Result<Decision, PolicyError> {
+    let policy = pre.instantiate_async(&mut *store).await.map_err(|e| PolicyError::Guest(format!("{e:?}")))?;
+    policy.call_evaluate(&mut *store, request).await.map_err(|e| PolicyError::Guest(format!("{e:?}")))
+}
+
+/// Compiles a module and checks it against the world and the self-test.
+async fn prepare(
+    engine: &Engine,
+    linker: &Linker<GuestState>,
+    kms: Arc<dyn Kms>,
+    bytes: Vec<u8>,
+    source: String,
+) -> Result<LoadedPolicy, PolicyError> {
+    let sha256 = sha256_hex(&bytes);
+    let compile_engine = engine.clone();
+    let component = tokio::task::spawn_blocking(move || Component::new(&compile_engine, &bytes))
+        .await
+        .map_err(|e| PolicyError::Compile(e.to_string()))?
+        .map_err(|e| PolicyError::Compile(format!("{e:?}")))?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:?}")))?;
+    let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:?}")))?;
+    let (name, version) = describe(engine, &pre, &sha256).await?;
+    selftest::run(engine, &pre, &sha256, kms).await?;
+    let info = PolicyInfo {
+        name,
+        version,
+        sha256,
+        loaded_at: time::OffsetDateTime::from(SystemTime::now())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        source,
+    };
+    Ok(LoadedPolicy { pre, info })
+}
+
+async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) -> Result<(String, String), PolicyError> {
+    let mut store = new_store(engine, selftest::kms(), selftest::contexts(), sha256);
+    let policy =
+        pre.instantiate_async(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("instantiation: {e:?}")))?;
+    let (name, version) =
+        policy.call_describe(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("describe: {e:?}")))?;
+    let printable = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
+    if !printable(&name) || !printable(&version) {
+        return Err(PolicyError::SelfTest("describe() returned an unprintable name or version".into()));
+    }
+    Ok((name, version))
+}
+
+fn take_key(
+    store: &mut Store<GuestState>,
+    handle: Option<wasmtime::component::Resource<HeldKey>>,
+) -> Result<Option<DataKey>, PolicyError> {
+    match handle {
+        None => Ok(None),
+        Some(h) => store
+            .data_mut()
+            .table
+            .delete(h)
+            .map(|held| Some(held.0))
+            .map_err(|e| PolicyError::Malformed(format!("data key handle: {e}"))),
+    }
+}
+
+/// Checks a decision and resolves its key handles. A decision is malformed
+/// when an error is not an HTTP error status with an S3-style code, a
+/// response header is not a valid `x-amz-*` header, or a bucket setting
+/// names a key the bucket did not have and this evaluation did not create.
+fn resolve(
+    decision: Decision,
+    store: &mut Store<GuestState>,
+    bucket_key: Option<&str>,
+    kms: Arc<dyn Kms>,
+) -> Result<Verdict, PolicyError> {
+    let effects = match decision {
+        Decision::Deny(e) => {
+            let code_ok = !e.code.is_empty() && e.code.len() <= 64 && e.code.chars().all(|c| c.is_ascii_alphanumeric());
+            if !(400..=599).contains(&e.status) || !code_ok {
+                return Err(PolicyError::Malformed(format!("denial with status {} and code {:?}", e.status, e.code)));
+            }
+            let message = e.message.chars().take(1024).collect();
+            return Ok(Verdict::Deny { status: e.status, code: e.code, message });
+        }
+        Decision::Allow(effects) => effects,
+    };
+    let seal_with = take_key(store, effects.seal_with)?;
+    let open_with = take_key(store, effects.open_with)?;
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in effects.response_headers {
+        let valid_name = name.to_ascii_lowercase().starts_with("x-amz-");
+        let parsed = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value));
+        match parsed {
+            (Ok(n), Ok(v)) if valid_name => {
+                response_headers.insert(n, v);
+            }
+            _ => return Err(PolicyError::Malformed(format!("response header {name:?}"))),
+        }
+    }
+    let state = store.data_mut();
+    if let Some(bucket) = &effects.bucket_state {
+        match bucket.key_id.as_deref() {
+            None if bucket.encrypted => return Err(PolicyError::Malformed("an encrypted bucket without a key".into())),
+            Some(k) if Some(k) != bucket_key && !state.created_keys.iter().any(|c| c == k) => {
+                return Err(PolicyError::Malformed(format!(
+                    "bucket key {k:?} was neither the bucket's nor created now"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let after = AfterCommit {
+        kms: Some(kms),
+        created_keys: std::mem::take(&mut state.created_keys),
+        destroy_keys: std::mem::take(&mut state.destroy_after_commit),
+    };
+    Ok(Verdict::Allow(Allowed {
+        bucket_state: effects.bucket_state,
+        seal_with,
+        open_with,
+        report_algorithm: effects.report_algorithm,
+        response_headers,
+        after,
+    }))
+}
