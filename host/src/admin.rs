@@ -9,13 +9,18 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::token_matches;
 use crate::metrics::Metrics;
+use crate::policy::PolicyRuntime;
 use crate::storage::Storage;
 
 pub struct Admin {
     pub token: String,
     pub metrics: Arc<Metrics>,
     pub storage: Arc<dyn Storage>,
+    pub policy: Arc<PolicyRuntime>,
 }
+
+/// Largest policy module `PUT /policy` accepts.
+const MAX_MODULE_SIZE: usize = 16 << 20;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -38,7 +43,11 @@ impl Admin {
             .is_some_and(|t| token_matches(t.trim(), &self.token))
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         if !self.authorized(&req) {
             let mut res = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             res.headers_mut().insert("www-authenticate", "Bearer".parse().expect("valid header"));
@@ -49,17 +58,51 @@ impl Admin {
             (&Method::GET, "/metrics") => {
                 reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
             }
-            (_, "/health" | "/metrics") => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            (&Method::GET, "/policy") => reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string(&self.policy.info()).unwrap_or_default(),
+            ),
+            (&Method::PUT, "/policy") => self.load_policy(req).await,
+            (_, "/health" | "/metrics" | "/policy") => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    /// Body = the component's bytes. Compiled, checked and self-tested
+    /// before the swap; a refused module leaves the current one in place.
+    async fn load_policy<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_MODULE_SIZE).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the module: {e}")),
+        };
+        match self.policy.load(body.to_vec(), "PUT /policy".into()).await {
+            Ok(info) => reply(StatusCode::OK, "application/json", serde_json::to_string(&info).unwrap_or_default()),
+            Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         }
     }
 
     async fn health(&self) -> Response<Full<Bytes>> {
         let storage_ok = self.storage.list_buckets().await.is_ok();
-        let status = if storage_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let kms = self.policy.kms();
+        let kms_state = kms.health().await;
+        let healthy = storage_ok && kms_state.is_ok();
+        let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let policy = self.policy.info();
         let body = serde_json::json!({
-            "status": if storage_ok { "ok" } else { "degraded" },
+            "status": if healthy { "ok" } else { "degraded" },
             "storage": if storage_ok { "ok" } else { "unavailable" },
+            "kms": {
+                "backend": kms.backend(),
+                "state": if kms_state.is_ok() { "ok" } else { "unavailable" },
+                "error": kms_state.err().map(|e| e.to_string()),
+            },
+            "policy": { "name": policy.name, "sha256": policy.sha256 },
             "version": env!("CARGO_PKG_VERSION"),
         });
         reply(status, "application/json", body.to_string())

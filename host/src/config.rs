@@ -64,6 +64,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// KMS backend holding the bucket master keys: `local` [default: local]
+    #[arg(long, env = "SEALGATE_KMS")]
+    pub kms: Option<String>,
+
+    /// Policy module (a sealgate:policy@1.0.0 component) to start with and to re-read on SIGHUP [default: the embedded default module]
+    #[arg(long, env = "SEALGATE_POLICY")]
+    pub policy: Option<PathBuf>,
+
     /// Key store of the local KMS; keep it off the data dir's disk or backups [default: ./data-kms]
     #[arg(long, env = "SEALGATE_KMS_LOCAL_DIR")]
     pub kms_local_dir: Option<PathBuf>,
@@ -85,8 +93,25 @@ pub struct Settings {
     pub domain: Option<String>,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
+    pub kms: KmsBackend,
+    pub policy: Option<PathBuf>,
     pub kms_local_dir: PathBuf,
     pub multipart_expiry_hours: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsBackend {
+    Local,
+}
+
+fn kms_backend(name: Option<&str>) -> Result<KmsBackend, ConfigError> {
+    match name.unwrap_or("local") {
+        "local" => Ok(KmsBackend::Local),
+        other @ ("kmip" | "aws") => {
+            Err(ConfigError::Invalid(format!("--kms {other} is not implemented in this build yet; use local")))
+        }
+        other => Err(ConfigError::Invalid(format!("unknown --kms {other:?}; expected local, kmip or aws"))),
+    }
 }
 
 impl ServeArgs {
@@ -111,6 +136,8 @@ impl ServeArgs {
             domain: merged.domain,
             admin_listen: merged.admin_listen.unwrap_or(([127, 0, 0, 1], 9001).into()),
             admin_token: merged.admin_token,
+            kms: kms_backend(merged.kms.as_deref())?,
+            policy: merged.policy,
             kms_local_dir: merged.kms_local_dir.unwrap_or_else(|| "./data-kms".into()),
             multipart_expiry_hours: merged.multipart_expiry_hours.unwrap_or(168),
         })
@@ -128,6 +155,8 @@ impl ServeArgs {
             domain: self.domain.or(file.domain),
             admin_listen: self.admin_listen.or(file.admin_listen),
             admin_token: self.admin_token.or(file.admin_token),
+            kms: self.kms.or(file.kms),
+            policy: self.policy.or(file.policy),
             kms_local_dir: self.kms_local_dir.or(file.kms_local_dir),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
         }

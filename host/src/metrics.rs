@@ -33,6 +33,7 @@ pub struct Metrics {
     policy_guest_failures: Counter,
     policy_evaluation: Histogram,
     policy_swap: Histogram,
+    decrypt_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -69,7 +70,14 @@ impl Default for Metrics {
             "Time to compile, check, self-test and swap a module",
             policy_swap.clone(),
         );
+        let decrypt_failures = Counter::default();
+        registry.register(
+            "decrypt_failures",
+            "Sealed chunks that failed authentication on read",
+            decrypt_failures.clone(),
+        );
         Self {
+            decrypt_failures,
             registry,
             requests,
             latency,
@@ -90,6 +98,10 @@ impl Metrics {
         self.latency.get_or_create(&OperationLabels { operation: operation.to_owned() }).observe(seconds);
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
+    }
+
+    pub fn decrypt_failed(&self) {
+        self.decrypt_failures.inc();
     }
 
     pub fn policy_swapped(&self, seconds: f64) {

@@ -20,8 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::auth::{self, OperationSlot, SignedOnly, Users};
-use crate::config::Settings;
+use crate::config::{KmsBackend, Settings};
+use crate::crypto::{self, Implementation};
+use crate::kms::Kms;
+use crate::kms::local::LocalKms;
 use crate::metrics::Metrics;
+use crate::policy::PolicyRuntime;
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
@@ -39,9 +43,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let users = Users::load(&main.pair, settings.users_file.as_deref())?;
     let admin_token = auth::admin_token(&settings)?;
     let metrics = Arc::new(Metrics::default());
+    let kms = open_kms(&settings)?;
+    let module = match &settings.policy {
+        Some(path) => Some((read_module(path)?, path.display().to_string())),
+        None => None,
+    };
+    let policy = PolicyRuntime::start(kms, metrics.clone(), module).await?;
+    tracing::info!(cipher = Implementation::DEFAULT.name(), cpu_features = %crypto::cpu_features(), "bulk cipher");
 
-    let s3 = Arc::new(build_s3_service(&settings, storage.clone(), users)?);
-    let admin = Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage });
+    let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
+    let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
+    let admin = Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone() });
+    spawn_sighup_reload(policy, settings.policy.clone());
 
     let s3_listener =
         TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
@@ -74,8 +87,39 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_s3_service(settings: &Settings, storage: Arc<dyn Storage>, users: Users) -> anyhow::Result<S3Service> {
-    let mut builder = S3ServiceBuilder::new(Gateway::new(storage, settings.region.clone()));
+fn open_kms(settings: &Settings) -> anyhow::Result<Arc<dyn Kms>> {
+    match settings.kms {
+        KmsBackend::Local => Ok(Arc::new(LocalKms::open(&settings.kms_local_dir, &settings.data_dir)?)),
+    }
+}
+
+fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading policy module {}", path.display()))
+}
+
+/// SIGHUP re-reads `--policy` (or the embedded default) and swaps it in.
+fn spawn_sighup_reload(policy: Arc<PolicyRuntime>, path: Option<std::path::PathBuf>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let (bytes, source) = match &path {
+                Some(path) => match read_module(path) {
+                    Ok(bytes) => (bytes, path.display().to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: cannot read the policy module; the current one stays");
+                        continue;
+                    }
+                },
+                None => (crate::policy::DEFAULT_MODULE.to_vec(), "embedded default".to_owned()),
+            };
+            // Errors are logged and counted by the runtime.
+            let _ = policy.load(bytes, source).await;
+        }
+    });
+}
+
+fn build_s3_service(settings: &Settings, gateway: Gateway, users: Users) -> anyhow::Result<S3Service> {
+    let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users);
     builder.set_access(SignedOnly);
     if let Some(domain) = &settings.domain {

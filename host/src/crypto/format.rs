@@ -225,10 +225,6 @@ impl Opener {
         Self { cipher: new_cipher(implementation, &segment_key(data_key, &id)), id, plain_len }
     }
 
-    pub fn plain_len(&self) -> u64 {
-        self.plain_len
-    }
-
     /// Stored length of chunk `index`.
     pub fn stored_chunk_len(&self, index: u64) -> usize {
         (chunk_plain_len(self.plain_len, index) + TAG_LEN as u64) as usize

@@ -15,7 +15,11 @@ use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, TrailingHeaders, s3_error};
 
-use crate::storage::{ByteStream, Checksums, StagedData, Storage};
+use zeroize::Zeroizing;
+
+use crate::crypto::Implementation;
+use crate::crypto::format::{Sealer, SealingStream, SegmentId};
+use crate::storage::{ByteStream, Checksums, ObjectPart, SegmentSeal, StagedData, Storage};
 
 /// Largest object a single PUT may create (as AWS).
 pub const MAX_PUT_SIZE: u64 = 5 << 30;
@@ -100,10 +104,36 @@ impl BodyDigest {
 pub struct Ingested {
     pub staged: StagedData,
     pub digest: BodyDigest,
+    /// Set when the body was sealed on its way to storage.
+    pub seal: Option<SegmentSeal>,
 }
 
-/// Streams `body` into storage and checks it against `claims`.
-pub async fn ingest(storage: &dyn Storage, body: Option<StreamingBlob>, claims: BodyClaims) -> S3Result<Ingested> {
+impl Ingested {
+    /// The stored part this body became.
+    pub fn part(&self) -> ObjectPart {
+        ObjectPart {
+            segment: self.staged.segment.clone(),
+            size: self.digest.size,
+            etag: self.digest.md5_hex(),
+            seal: self.seal.clone(),
+        }
+    }
+}
+
+/// Seal the body with a segment key derived from this data key.
+pub struct SealPlan<'a> {
+    pub data_key: &'a Zeroizing<[u8; 32]>,
+    pub segment: SegmentId,
+}
+
+/// Streams `body` into storage, sealed when `seal` says so, and checks it
+/// against `claims`. Hashes are of the plaintext.
+pub async fn ingest(
+    storage: &dyn Storage,
+    body: Option<StreamingBlob>,
+    claims: BodyClaims,
+    seal: Option<SealPlan<'_>>,
+) -> S3Result<Ingested> {
     if let Some(len) = claims.content_length
         && len > claims.max_size
     {
@@ -111,14 +141,19 @@ pub async fn ingest(storage: &dyn Storage, body: Option<StreamingBlob>, claims: 
     }
     let wanted = wanted_algorithms(&claims);
     let result = Arc::new(Mutex::new(None));
-    let stream: ByteStream = match body {
-        Some(body) => Box::pin(DigestingStream::new(body, &wanted, claims.max_size, result.clone())),
-        None => Box::pin(DigestingStream::new(empty_blob(), &wanted, claims.max_size, result.clone())),
+    let digesting = DigestingStream::new(body.unwrap_or_else(empty_blob), &wanted, claims.max_size, result.clone());
+    let (stream, seal): (ByteStream, _) = match seal {
+        None => (Box::pin(digesting), None),
+        Some(plan) => {
+            let sealer = Sealer::new(Implementation::DEFAULT, plan.data_key, plan.segment);
+            let seal = SegmentSeal { salt: plan.segment.salt.to_vec(), part_number: plan.segment.part_number };
+            (Box::pin(SealingStream::new(digesting, sealer)), Some(seal))
+        }
     };
     let staged = storage.write_data(stream).await.map_err(body_error)?;
     let digest = result.lock().expect("digest lock").take().ok_or_else(|| s3_error!(IncompleteBody))?;
     check_claims(&digest, &claims)?;
-    Ok(Ingested { staged, digest })
+    Ok(Ingested { staged, digest, seal })
 }
 
 fn empty_blob() -> StreamingBlob {

@@ -4,8 +4,21 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::error::OrS3;
+use super::policy::Ask;
 use super::{Gateway, caller, now_ms, owner, timestamp};
-use crate::storage::{BucketRecord, StorageError};
+use crate::policy::{BucketState, Operation};
+use crate::storage::{BucketEncryption, BucketRecord, StorageError};
+
+fn already_exists(owner: &str, me: &str) -> s3s::S3Error {
+    if owner == me {
+        s3_error!(
+            BucketAlreadyOwnedByYou,
+            "Your previous request to create the named bucket succeeded and you already own it."
+        )
+    } else {
+        s3_error!(BucketAlreadyExists, "The requested bucket name is not available.")
+    }
+}
 
 impl Gateway {
     pub(super) async fn do_list_buckets(
@@ -53,19 +66,26 @@ impl Gateway {
                 "The {constraint} location constraint is incompatible for the region specific endpoint this request was sent to."
             ));
         }
-        let record = BucketRecord { name: bucket.clone(), owner: me.clone(), created_unix_ms: now_ms() };
+        if let Some(existing) = self.storage.get_bucket(&bucket).await.or_s3()? {
+            return Err(already_exists(&existing.owner, &me));
+        }
+        let allowed = self.consult(Ask::new(Operation::CreateBucket, &bucket, None, &req.headers)).await?;
+        let state = allowed.bucket_state.clone().unwrap_or(BucketState { encrypted: false, key_id: None });
+        let record = BucketRecord {
+            name: bucket.clone(),
+            owner: me.clone(),
+            created_unix_ms: now_ms(),
+            encryption: BucketEncryption { encrypted: state.encrypted, key_id: state.key_id },
+        };
         match self.storage.create_bucket(record).await {
-            Ok(()) => {}
-            Err(StorageError::BucketExists { owner }) if owner == me => {
-                return Err(s3_error!(
-                    BucketAlreadyOwnedByYou,
-                    "Your previous request to create the named bucket succeeded and you already own it."
-                ));
+            Ok(()) => allowed.after.committed().await,
+            Err(e) => {
+                allowed.after.failed().await;
+                return Err(match e {
+                    StorageError::BucketExists { owner } => already_exists(&owner, &me),
+                    other => super::error::storage_error(other),
+                });
             }
-            Err(StorageError::BucketExists { .. }) => {
-                return Err(s3_error!(BucketAlreadyExists, "The requested bucket name is not available."));
-            }
-            Err(e) => return Err(super::error::storage_error(e)),
         }
         let output = CreateBucketOutput { location: Some(format!("/{bucket}")), ..Default::default() };
         Ok(S3Response::new(output))
@@ -84,8 +104,17 @@ impl Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.owned_bucket(&req, &req.input.bucket).await?;
-        self.storage.delete_bucket(&req.input.bucket).await.or_s3()?;
+        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let mut ask = Ask::new(Operation::DeleteBucket, &bucket.name, None, &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        let allowed = self.consult(ask).await?;
+        match self.storage.delete_bucket(&bucket.name).await.or_s3() {
+            Ok(()) => allowed.after.committed().await,
+            Err(e) => {
+                allowed.after.failed().await;
+                return Err(e);
+            }
+        }
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 

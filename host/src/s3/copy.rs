@@ -3,13 +3,17 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::body::{BodyClaims, Ingested, ingest};
+use super::body::{BodyClaims, Ingested, SealPlan, ingest};
 use super::conditions::Conditions;
 use super::error::OrS3;
 use super::get::content_stream;
 use super::metadata::MetadataInput;
+use super::policy::{Ask, sealing_of};
 use super::{Gateway, now_ms, quoted, timestamp};
-use crate::storage::{ObjectPart, ObjectRecord};
+use crate::crypto::format::SegmentId;
+use crate::kms::DataKey;
+use crate::policy::Operation;
+use crate::storage::ObjectRecord;
 
 /// A readable copy source with its conditions checked.
 pub(super) struct CopySourceObject {
@@ -44,14 +48,22 @@ impl Gateway {
 
     /// Re-reads `range` of the source through the same ingest path a PUT
     /// takes, so the copy gets its own digest and its own stored data.
-    pub(super) async fn copy_data(&self, source: &ObjectRecord, range: std::ops::Range<u64>) -> S3Result<Ingested> {
-        let stream = content_stream(self.storage.clone(), source, range.clone());
+    /// `open` is the source's data key when it is sealed; `seal` says how
+    /// to seal the copy.
+    pub(super) async fn copy_data(
+        &self,
+        source: &ObjectRecord,
+        range: std::ops::Range<u64>,
+        open: Option<&DataKey>,
+        seal: Option<SealPlan<'_>>,
+    ) -> S3Result<Ingested> {
+        let stream = content_stream(self.storage.clone(), self.metrics.clone(), source, range.clone(), open).await?;
         let claims = BodyClaims {
             content_length: Some(range.end - range.start),
             max_size: super::body::MAX_PUT_SIZE,
             ..Default::default()
         };
-        ingest(self.storage.as_ref(), Some(stream), claims).await
+        ingest(self.storage.as_ref(), Some(stream), claims, seal).await
     }
 
     pub(super) async fn do_copy_object(
@@ -59,7 +71,7 @@ impl Gateway {
         mut req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.owned_bucket(&req, &bucket).await?;
+        let destination = self.owned_bucket(&req, &bucket).await?;
         let conditions = Conditions {
             if_match: req.input.copy_source_if_match.take(),
             if_none_match: req.input.copy_source_if_none_match.take(),
@@ -95,18 +107,25 @@ impl Gateway {
                 "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
             ));
         }
-        let ingested = self.copy_data(&source.object, 0..source.object.size).await?;
-        let digest = ingested.digest;
-        let etag = digest.md5_hex();
+        // The destination bucket decides whether the copy is sealed.
+        let mut ask = Ask::new(Operation::CopyObject, &bucket, Some(&key), &req.headers);
+        ask.bucket_state = Some(&destination.encryption);
+        ask.source = Some((&source.bucket, &source.key, source.object.sealing.as_ref()));
+        let allowed = self.consult(ask).await?;
+        let seal =
+            allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
+        let ingested = self.copy_data(&source.object, 0..source.object.size, allowed.open_with.as_ref(), seal).await?;
+        let etag = ingested.digest.md5_hex();
         let record = ObjectRecord {
-            size: digest.size,
+            size: ingested.digest.size,
             etag: etag.clone(),
             last_modified_unix_ms: now_ms(),
             metadata,
             // Checksums of the source are of the same bytes.
             checksums: source.object.checksums.clone(),
-            parts: vec![ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() }],
+            parts: vec![ingested.part()],
             multipart: false,
+            sealing: allowed.seal_with.as_ref().map(sealing_of),
         };
         let last_modified = record.last_modified_unix_ms;
         self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
@@ -118,6 +137,8 @@ impl Gateway {
             }),
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 }

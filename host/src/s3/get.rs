@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -15,8 +15,16 @@ use tokio::sync::mpsc;
 use super::conditions::Conditions;
 use super::error::OrS3;
 use super::metadata::{content_type, parse_http_date, user_metadata};
+use super::policy::Ask;
 use super::{Gateway, quoted, timestamp};
-use crate::storage::{ObjectRecord, Storage};
+use crate::policy::Operation;
+use zeroize::Zeroizing;
+
+use crate::crypto::Implementation;
+use crate::crypto::format::{self, Opener, SegmentId};
+use crate::kms::DataKey;
+use crate::metrics::Metrics;
+use crate::storage::{ObjectPart, ObjectRecord, SegmentSeal, Storage};
 
 /// Chunks buffered between the storage reader task and the client.
 const STREAM_BUFFER: usize = 4;
@@ -61,9 +69,17 @@ fn select(object: &ObjectRecord, range: Option<&s3s::dto::Range>, part_number: O
     }
 }
 
-/// Streams `range` of an object's content from its parts. A task reads
-/// ahead a few chunks so that storage reads overlap the network send.
-pub(super) fn content_stream(storage: Arc<dyn Storage>, object: &ObjectRecord, range: Range<u64>) -> StreamingBlob {
+/// Streams `range` of an object's content from its parts, opening sealed
+/// parts with `key`. A task reads (and decrypts) ahead a few chunks so that
+/// storage reads and decryption overlap the network send. The first chunk
+/// is awaited here: if it fails, the client gets a 500 before any byte.
+pub(super) async fn content_stream(
+    storage: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
+    object: &ObjectRecord,
+    range: Range<u64>,
+    key: Option<&DataKey>,
+) -> S3Result<StreamingBlob> {
     let mut pieces = Vec::new();
     let mut offset = 0u64;
     for part in &object.parts {
@@ -73,88 +89,234 @@ pub(super) fn content_stream(storage: Arc<dyn Storage>, object: &ObjectRecord, r
             continue;
         }
         let local = range.start.max(start) - start..range.end.min(end) - start;
-        pieces.push((part.segment.clone(), local));
+        pieces.push((part.clone(), local));
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER);
+    let key = key.map(|k| k.plaintext.clone());
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER);
     tokio::spawn(async move {
-        for (segment, local) in pieces {
-            let mut stream = match storage.read_data(&segment, local).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open stored data");
-                    let _ = tx.send(Err(std::io::Error::other("stored data unavailable"))).await;
-                    return;
-                }
+        for (part, local) in pieces {
+            let result = match (&part.seal, &key) {
+                (None, _) => read_plain(storage.as_ref(), &part, local, &tx).await,
+                (Some(seal), Some(key)) => read_sealed(storage.as_ref(), &part, seal, key, local, &tx).await,
+                (Some(_), None) => Err(ReadError::Open("sealed part without a key".into())),
             };
-            while let Some(chunk) = stream.next().await {
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
+            match result {
+                Ok(()) => {}
+                Err(ReadError::ClientGone) => return,
+                Err(e) => {
+                    if matches!(e, ReadError::Open(_)) {
+                        metrics.decrypt_failed();
+                    }
+                    tracing::error!(error = %e, data_id = %part.segment.data_id, "reading stored data failed");
+                    let _ = tx.send(Err(std::io::Error::other("stored data could not be read"))).await;
                     return;
                 }
             }
         }
     });
-    StreamingBlob::wrap(ChannelStream(rx))
+    let first = match rx.recv().await {
+        Some(Ok(first)) => Some(first),
+        Some(Err(_)) => return Err(s3_error!(InternalError, "We encountered an internal error. Please try again.")),
+        None => None,
+    };
+    Ok(StreamingBlob::wrap(ChannelStream { first, rx }))
 }
 
-/// An mpsc receiver as a `Stream` that is also `Sync`, as s3s bodies must be.
-struct ChannelStream(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("the client went away")]
+    ClientGone,
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("sealed data did not open: {0}")]
+    Open(String),
+}
+
+type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+async fn send(tx: &Sender, data: Bytes) -> Result<(), ReadError> {
+    tx.send(Ok(data)).await.map_err(|_| ReadError::ClientGone)
+}
+
+async fn read_plain(storage: &dyn Storage, part: &ObjectPart, local: Range<u64>, tx: &Sender) -> Result<(), ReadError> {
+    let mut stream = storage.read_data(&part.segment, local).await.map_err(|e| ReadError::Storage(e.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        send(tx, chunk.map_err(|e| ReadError::Storage(e.to_string()))?).await?;
+    }
+    Ok(())
+}
+
+/// Reads the sealed chunks covering `local`, opens each and sends the
+/// requested slice. Nothing of a chunk is sent unless it authenticated.
+async fn read_sealed(
+    storage: &dyn Storage,
+    part: &ObjectPart,
+    seal: &SegmentSeal,
+    key: &Zeroizing<[u8; 32]>,
+    local: Range<u64>,
+    tx: &Sender,
+) -> Result<(), ReadError> {
+    if part.segment.stored_size != format::stored_len(part.size) {
+        return Err(ReadError::Open("stored size does not match the sealed layout".into()));
+    }
+    let salt: [u8; 16] = seal.salt.as_slice().try_into().map_err(|_| ReadError::Open("bad salt".into()))?;
+    let opener =
+        Opener::new(Implementation::DEFAULT, key, SegmentId { salt, part_number: seal.part_number }, part.size);
+    let chunks = format::chunks_covering(&local);
+    let stored = format::stored_range(part.size, &chunks);
+    let with_header = chunks.start == 0;
+    let read_from = if with_header { stored.start - format::HEADER_LEN } else { stored.start };
+    let mut stream =
+        storage.read_data(&part.segment, read_from..stored.end).await.map_err(|e| ReadError::Storage(e.to_string()))?;
+    let mut buf = BytesMut::new();
+    let mut index = chunks.start;
+    let mut header_pending = with_header;
+    while let Some(data) = stream.next().await {
+        buf.extend_from_slice(&data.map_err(|e| ReadError::Storage(e.to_string()))?);
+        if header_pending && !buf.is_empty() {
+            Opener::check_version(buf[0]).map_err(|e| ReadError::Open(e.to_string()))?;
+            let _ = buf.split_to(1);
+            header_pending = false;
+        }
+        while index < chunks.end && buf.len() >= opener.stored_chunk_len(index) {
+            let mut chunk = buf.split_to(opener.stored_chunk_len(index)).to_vec();
+            opener.open_chunk(index, &mut chunk).map_err(|e| ReadError::Open(e.to_string()))?;
+            let chunk_start = index * format::CHUNK_LEN;
+            let from = local.start.saturating_sub(chunk_start) as usize;
+            let to = ((local.end - chunk_start) as usize).min(chunk.len());
+            if from < to {
+                send(tx, Bytes::from(chunk).slice(from..to)).await?;
+            }
+            index += 1;
+        }
+    }
+    if index < chunks.end {
+        return Err(ReadError::Open(format!("segment ends before chunk {index}")));
+    }
+    Ok(())
+}
+
+/// The reader task's channel as a `Stream` that is also `Sync`, as s3s
+/// bodies must be, starting with the chunk already received.
+struct ChannelStream {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
 
 impl futures::Stream for ChannelStream {
     type Item = Result<Bytes, std::io::Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        self.rx.poll_recv(cx)
     }
 }
 
+/// The response fields GET and HEAD share.
+struct ObjectView {
+    selection: Selection,
+    checksums: crate::storage::Checksums,
+}
+
+/// Fills the fields GET and HEAD outputs share (their types differ, the names do not).
+macro_rules! object_output {
+    ($out:ty, $object:expr, $view:expr) => {{
+        let object = $object;
+        let view = $view;
+        let meta = &object.metadata;
+        let c = view.checksums;
+        <$out>::default_with(|o: &mut $out| {
+            o.content_length = Some((view.selection.range.end - view.selection.range.start) as i64);
+            o.content_range = view.selection.content_range;
+            o.parts_count = view.selection.parts_count;
+            o.accept_ranges = Some("bytes".into());
+            o.e_tag = Some(quoted(&object.etag));
+            o.last_modified = Some(timestamp(object.last_modified_unix_ms));
+            o.content_type = content_type(meta);
+            o.content_encoding = meta.content.content_encoding.clone();
+            o.content_disposition = meta.content.content_disposition.clone();
+            o.content_language = meta.content.content_language.clone();
+            o.cache_control = meta.content.cache_control.clone();
+            o.expires = meta.content.expires.as_deref().and_then(parse_http_date);
+            o.metadata = user_metadata(meta);
+            o.checksum_crc32 = c.crc32;
+            o.checksum_crc32c = c.crc32c;
+            o.checksum_crc64nvme = c.crc64nvme;
+            o.checksum_sha1 = c.sha1;
+            o.checksum_sha256 = c.sha256;
+        })
+    }};
+}
+
+trait DefaultWith: Default {
+    fn default_with(f: impl FnOnce(&mut Self)) -> Self {
+        let mut value = Self::default();
+        f(&mut value);
+        value
+    }
+}
+
+impl DefaultWith for GetObjectOutput {}
+impl DefaultWith for HeadObjectOutput {}
+
 impl Gateway {
-    async fn readable_object(&self, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
-        self.storage
+    /// The object and what of it a GET or HEAD returns, conditions checked.
+    async fn read_view(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: Conditions,
+        range: Option<&s3s::dto::Range>,
+        part_number: Option<i32>,
+        checksum_mode: Option<&ChecksumMode>,
+    ) -> S3Result<(ObjectRecord, ObjectView)> {
+        let object = self
+            .storage
             .get_object(bucket, key)
             .await
             .or_s3()?
-            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
+        conditions.check(&object).map_err(|f| f.for_read())?;
+        let selection = select(&object, range, part_number)?;
+        let whole = selection.content_range.is_none();
+        let wanted = whole && checksum_mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let checksums = if wanted { object.checksums.clone() } else { Default::default() };
+        Ok((object, ObjectView { selection, checksums }))
     }
 
     pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = &req.input;
-        self.owned_bucket(&req, &input.bucket).await?;
-        let object = self.readable_object(&input.bucket, &input.key).await?;
+        let bucket = self.owned_bucket(&req, &input.bucket).await?;
         let conditions = Conditions {
             if_match: input.if_match.clone(),
             if_none_match: input.if_none_match.clone(),
             if_modified_since: input.if_modified_since.clone(),
             if_unmodified_since: input.if_unmodified_since.clone(),
         };
-        conditions.check(&object).map_err(|f| f.for_read())?;
-        let selection = select(&object, input.range.as_ref(), input.part_number)?;
-        let whole = selection.content_range.is_none();
-        let want_checksums = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = if want_checksums { object.checksums.clone() } else { Default::default() };
-        let meta = &object.metadata;
-        let output = GetObjectOutput {
-            body: Some(content_stream(self.storage.clone(), &object, selection.range.clone())),
-            content_length: Some((selection.range.end - selection.range.start) as i64),
-            content_range: selection.content_range,
-            parts_count: selection.parts_count,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(quoted(&object.etag)),
-            last_modified: Some(timestamp(object.last_modified_unix_ms)),
-            content_type: content_type(meta),
-            content_encoding: meta.content.content_encoding.clone(),
-            content_disposition: meta.content.content_disposition.clone(),
-            content_language: meta.content.content_language.clone(),
-            cache_control: meta.content.cache_control.clone(),
-            expires: meta.content.expires.as_deref().and_then(parse_http_date),
-            metadata: user_metadata(meta),
-            checksum_crc32: c.crc32,
-            checksum_crc32c: c.crc32c,
-            checksum_crc64nvme: c.crc64nvme,
-            checksum_sha1: c.sha1,
-            checksum_sha256: c.sha256,
-            ..Default::default()
-        };
-        Ok(S3Response::new(output))
+        let (object, view) = self
+            .read_view(
+                &input.bucket,
+                &input.key,
+                conditions,
+                input.range.as_ref(),
+                input.part_number,
+                input.checksum_mode.as_ref(),
+            )
+            .await?;
+        let mut ask = Ask::new(Operation::GetObject, &input.bucket, Some(&input.key), &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        ask.target = object.sealing.as_ref();
+        let allowed = self.consult(ask).await?;
+        let range = view.selection.range.clone();
+        let body =
+            content_stream(self.storage.clone(), self.metrics.clone(), &object, range, allowed.open_with.as_ref())
+                .await?;
+        let mut output = object_output!(GetObjectOutput, &object, view);
+        output.body = Some(body);
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 
     pub(super) async fn do_head_object(
@@ -162,41 +324,29 @@ impl Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = &req.input;
-        self.owned_bucket(&req, &input.bucket).await?;
-        let object = self.readable_object(&input.bucket, &input.key).await?;
+        let bucket = self.owned_bucket(&req, &input.bucket).await?;
         let conditions = Conditions {
             if_match: input.if_match.clone(),
             if_none_match: input.if_none_match.clone(),
             if_modified_since: input.if_modified_since.clone(),
             if_unmodified_since: input.if_unmodified_since.clone(),
         };
-        conditions.check(&object).map_err(|f| f.for_read())?;
-        let selection = select(&object, input.range.as_ref(), input.part_number)?;
-        let whole = selection.content_range.is_none();
-        let want_checksums = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = if want_checksums { object.checksums.clone() } else { Default::default() };
-        let meta = &object.metadata;
-        let output = HeadObjectOutput {
-            content_length: Some((selection.range.end - selection.range.start) as i64),
-            content_range: selection.content_range,
-            parts_count: selection.parts_count,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(quoted(&object.etag)),
-            last_modified: Some(timestamp(object.last_modified_unix_ms)),
-            content_type: content_type(meta),
-            content_encoding: meta.content.content_encoding.clone(),
-            content_disposition: meta.content.content_disposition.clone(),
-            content_language: meta.content.content_language.clone(),
-            cache_control: meta.content.cache_control.clone(),
-            expires: meta.content.expires.as_deref().and_then(parse_http_date),
-            metadata: user_metadata(meta),
-            checksum_crc32: c.crc32,
-            checksum_crc32c: c.crc32c,
-            checksum_crc64nvme: c.crc64nvme,
-            checksum_sha1: c.sha1,
-            checksum_sha256: c.sha256,
-            ..Default::default()
-        };
-        Ok(S3Response::new(output))
+        let (object, view) = self
+            .read_view(
+                &input.bucket,
+                &input.key,
+                conditions,
+                input.range.as_ref(),
+                input.part_number,
+                input.checksum_mode.as_ref(),
+            )
+            .await?;
+        let mut ask = Ask::new(Operation::HeadObject, &input.bucket, Some(&input.key), &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        ask.target = object.sealing.as_ref();
+        let allowed = self.consult(ask).await?;
+        let mut response = S3Response::new(object_output!(HeadObjectOutput, &object, view));
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 }

@@ -31,7 +31,10 @@ impl MetadataInput {
         }
         Ok(ObjectMetadata {
             content: ContentHeaders {
-                content_type: self.content_type.map(|c| c.to_string()),
+                // S3 stores this type when the client names none.
+                content_type: Some(
+                    self.content_type.map_or_else(|| "binary/octet-stream".to_owned(), |c| c.to_string()),
+                ),
                 content_encoding: self.content_encoding,
                 content_disposition: self.content_disposition,
                 content_language: self.content_language,

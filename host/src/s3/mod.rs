@@ -6,11 +6,13 @@ mod bucket;
 mod conditions;
 mod copy;
 mod delete;
+mod encryption;
 pub mod error;
 mod get;
 mod list;
 mod metadata;
 mod multipart;
+mod policy;
 mod put;
 
 use std::sync::Arc;
@@ -18,18 +20,22 @@ use std::sync::Arc;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
+use crate::metrics::Metrics;
+use crate::policy::PolicyRuntime;
 use crate::storage::{BucketRecord, Storage};
 use error::OrS3;
 
 /// The S3 service sealgate offers.
 pub struct Gateway {
     storage: Arc<dyn Storage>,
+    policy: Arc<PolicyRuntime>,
+    metrics: Arc<Metrics>,
     region: String,
 }
 
 impl Gateway {
-    pub fn new(storage: Arc<dyn Storage>, region: String) -> Self {
-        Self { storage, region }
+    pub fn new(storage: Arc<dyn Storage>, policy: Arc<PolicyRuntime>, metrics: Arc<Metrics>, region: String) -> Self {
+        Self { storage, policy, metrics, region }
     }
 
     /// The bucket, if it exists and the caller owns it. Ownership is also
@@ -102,6 +108,24 @@ impl S3 for Gateway {
     }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         self.do_put_object(req).await
+    }
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        self.do_put_bucket_encryption(req).await
+    }
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.do_get_bucket_encryption(req).await
+    }
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        self.do_delete_bucket_encryption(req).await
     }
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         self.do_get_object(req).await

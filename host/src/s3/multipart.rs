@@ -4,12 +4,15 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::body::{BodyClaims, ingest};
+use super::body::{BodyClaims, SealPlan, ingest};
 use super::conditions::{Conditions, check_write};
 use super::error::OrS3;
 use super::metadata::MetadataInput;
+use super::policy::{Ask, sealing_of};
 use super::{Gateway, caller, now_ms, owner, quoted, timestamp};
-use crate::storage::{ObjectPart, ObjectRecord, PartRecord, UploadRecord};
+use crate::crypto::format::SegmentId;
+use crate::policy::Operation;
+use crate::storage::{ObjectRecord, PartRecord, UploadRecord};
 
 /// Every part but the last must be at least this large (as AWS).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -74,8 +77,12 @@ impl Gateway {
         mut req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.owned_bucket(&req, &bucket).await?;
+        let bucket_record = self.owned_bucket(&req, &bucket).await?;
         let initiator = caller(&req)?.to_owned();
+        // Whether the parts are sealed is decided now, for the whole upload.
+        let mut ask = Ask::new(Operation::CreateMultipartUpload, &bucket, Some(&key), &req.headers);
+        ask.bucket_state = Some(&bucket_record.encryption);
+        let allowed = self.consult(ask).await?;
         let input = &mut req.input;
         let metadata = MetadataInput {
             content_type: input.content_type.take(),
@@ -97,6 +104,7 @@ impl Gateway {
             initiated_unix_ms: now_ms(),
             metadata,
             checksum_algorithm: checksum_algorithm.clone(),
+            sealing: allowed.seal_with.as_ref().map(sealing_of),
         };
         self.storage.create_upload(record).await.or_s3()?;
         let output = CreateMultipartUploadOutput {
@@ -106,7 +114,9 @@ impl Gateway {
             checksum_algorithm: checksum_algorithm.map(ChecksumAlgorithm::from),
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 
     pub(super) async fn do_upload_part(
@@ -117,20 +127,24 @@ impl Gateway {
         self.owned_bucket(&req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
-        self.upload(&bucket, &key, &upload_id).await?;
+        let upload = self.upload(&bucket, &key, &upload_id).await?;
+        let mut ask = Ask::new(Operation::UploadPart, &bucket, Some(&key), &req.headers);
+        ask.target = upload.sealing.as_ref();
+        let allowed = self.consult(ask).await?;
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
-        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims).await?;
-        let digest = ingested.digest;
-        let etag = digest.md5_hex();
+        let seal =
+            allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(number) });
+        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims, seal).await?;
+        let etag = ingested.digest.md5_hex();
         let part = PartRecord {
             part_number: number,
-            part: ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() },
+            part: ingested.part(),
             last_modified_unix_ms: now_ms(),
-            checksums: digest.checksums.clone(),
+            checksums: ingested.digest.checksums.clone(),
         };
         self.storage.commit_part(&upload_id, part, ingested.staged).await.or_s3()?;
-        let c = digest.checksums;
+        let c = ingested.digest.checksums;
         let output = UploadPartOutput {
             e_tag: Some(quoted(&etag)),
             checksum_crc32: c.crc32,
@@ -140,7 +154,9 @@ impl Gateway {
             checksum_sha256: c.sha256,
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 
     pub(super) async fn do_upload_part_copy(
@@ -151,7 +167,7 @@ impl Gateway {
         self.owned_bucket(&req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
-        self.upload(&bucket, &key, &upload_id).await?;
+        let upload = self.upload(&bucket, &key, &upload_id).await?;
         let conditions = Conditions {
             if_match: req.input.copy_source_if_match.take(),
             if_none_match: req.input.copy_source_if_none_match.take(),
@@ -160,13 +176,18 @@ impl Gateway {
         };
         let source = self.copy_source(&req, &req.input.copy_source, conditions).await?;
         let range = copy_range(req.input.copy_source_range.as_deref(), source.object.size)?;
-        let ingested = self.copy_data(&source.object, range).await?;
-        let digest = ingested.digest;
-        let etag = digest.md5_hex();
+        let mut ask = Ask::new(Operation::UploadPartCopy, &bucket, Some(&key), &req.headers);
+        ask.target = upload.sealing.as_ref();
+        ask.source = Some((&source.bucket, &source.key, source.object.sealing.as_ref()));
+        let allowed = self.consult(ask).await?;
+        let seal =
+            allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(number) });
+        let ingested = self.copy_data(&source.object, range, allowed.open_with.as_ref(), seal).await?;
+        let etag = ingested.digest.md5_hex();
         let last_modified = now_ms();
         let part = PartRecord {
             part_number: number,
-            part: ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() },
+            part: ingested.part(),
             last_modified_unix_ms: last_modified,
             checksums: Default::default(),
         };
@@ -179,7 +200,9 @@ impl Gateway {
             }),
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 
     pub(super) async fn do_complete_multipart_upload(
@@ -228,6 +251,9 @@ impl Gateway {
         }
         let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
         check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
+        let mut ask = Ask::new(Operation::CompleteMultipartUpload, &bucket, Some(&key), &req.headers);
+        ask.target = upload.sealing.as_ref();
+        let allowed = self.consult(ask).await?;
         let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
         let record = ObjectRecord {
             size: parts.iter().map(|p| p.size).sum(),
@@ -237,6 +263,7 @@ impl Gateway {
             checksums: Default::default(),
             parts,
             multipart: true,
+            sealing: upload.sealing.clone(),
         };
         self.storage.complete_upload(&upload.upload_id, record).await.or_s3()?;
         let output = CompleteMultipartUploadOutput {
@@ -246,7 +273,9 @@ impl Gateway {
             location: Some(format!("/{bucket}/{key}")),
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 
     pub(super) async fn do_abort_multipart_upload(

@@ -1,23 +1,28 @@
-//! PutObject (and PostObject, which s3s turns into a PutObject).
+//! PutObject and PostObject (s3s parses and verifies the browser form and
+//! its signed policy; the upload itself is a PutObject).
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::body::{BodyClaims, ingest};
+use super::body::{BodyClaims, SealPlan, ingest};
 use super::conditions::check_write;
 use super::error::OrS3;
 use super::metadata::MetadataInput;
+use super::policy::{Ask, sealing_of};
 use super::{Gateway, now_ms, quoted};
-use crate::storage::{ObjectPart, ObjectRecord};
+use crate::crypto::format::SegmentId;
+use crate::policy::Operation;
+use crate::storage::ObjectRecord;
 
 impl Gateway {
     pub(super) async fn do_put_object(
         &self,
         mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let input = &mut req.input;
-        let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        self.owned_bucket(&req, &bucket).await?;
+        // s3s hands a browser form upload (PostObject) over as a PutObject.
+        let operation = if req.method == hyper::Method::POST { Operation::PostObject } else { Operation::PutObject };
+        let (bucket_name, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let bucket = self.owned_bucket(&req, &bucket_name).await?;
         let input = &mut req.input;
         let metadata = MetadataInput {
             content_type: input.content_type.take(),
@@ -31,30 +36,36 @@ impl Gateway {
         .into_record()?;
         let conditional = input.if_match.is_some() || input.if_none_match.is_some();
         if conditional {
-            let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
+            let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
+        let mut ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        let allowed = self.consult(ask).await?;
+
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
-        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims).await?;
-        let digest = ingested.digest;
-        let etag = digest.md5_hex();
+        let seal =
+            allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
+        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims, seal).await?;
         let record = ObjectRecord {
-            size: digest.size,
-            etag: etag.clone(),
+            size: ingested.digest.size,
+            etag: ingested.digest.md5_hex(),
             last_modified_unix_ms: now_ms(),
             metadata,
-            checksums: digest.checksums.clone(),
-            parts: vec![ObjectPart { segment: ingested.staged.segment.clone(), size: digest.size, etag: etag.clone() }],
+            checksums: ingested.digest.checksums.clone(),
+            parts: vec![ingested.part()],
             multipart: false,
+            sealing: allowed.seal_with.as_ref().map(sealing_of),
         };
         if conditional {
             // Re-checked right before the commit to narrow the race with a concurrent writer.
-            let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
+            let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(req.input.if_match.as_ref(), req.input.if_none_match.as_ref(), current.as_ref())?;
         }
-        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
-        let c = digest.checksums;
+        let etag = record.etag.clone();
+        let c = record.checksums.clone();
+        self.storage.commit_object(&bucket_name, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = PutObjectOutput {
             e_tag: Some(quoted(&etag)),
             checksum_crc32: c.crc32,
@@ -64,6 +75,8 @@ impl Gateway {
             checksum_sha256: c.sha256,
             ..Default::default()
         };
-        Ok(S3Response::new(output))
+        let mut response = S3Response::new(output);
+        response.headers.extend(allowed.response_headers);
+        Ok(response)
     }
 }

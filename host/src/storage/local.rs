@@ -306,6 +306,22 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut buckets = txn.open_table(BUCKETS)?;
+                if buckets.get(bucket.name.as_str())?.is_none() {
+                    return Err(StorageError::NoSuchBucket);
+                }
+                buckets.insert(bucket.name.as_str(), encode(&bucket).as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError> {
         self.blocking(|db| {
             let txn = db.begin_read()?;
@@ -395,6 +411,13 @@ impl Storage for LocalStorage {
     async fn read_data(&self, segment: &DataSegment, range: Range<u64>) -> Result<ByteStream, StorageError> {
         let path = self.data_path(&segment.data_id)?;
         let mut file = tokio::fs::File::open(path).await?;
+        // A file whose length is not what was committed was damaged or tampered with.
+        if file.metadata().await?.len() != segment.stored_size {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stored data has the wrong length",
+            )));
+        }
         if range.start > 0 {
             file.seek(std::io::SeekFrom::Start(range.start)).await?;
         }

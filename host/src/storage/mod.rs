@@ -102,6 +102,7 @@ pub struct ListPage {
 pub trait Storage: Send + Sync + 'static {
     async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
+    async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError>;
     /// Fails with `BucketNotEmpty` while the bucket holds objects; pending
     /// multipart uploads of the bucket are discarded with it.

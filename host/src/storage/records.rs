@@ -12,6 +12,47 @@ pub struct BucketRecord {
     /// Access key of the user who created the bucket.
     pub owner: String,
     pub created_unix_ms: i64,
+    #[serde(default)]
+    pub encryption: BucketEncryption,
+}
+
+/// A bucket's encryption setting, as the policy decided it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketEncryption {
+    /// New objects are sealed.
+    pub encrypted: bool,
+    /// The bucket master key's id in the KMS. Kept after encryption is
+    /// turned off: objects sealed before still need it.
+    pub key_id: Option<String>,
+}
+
+/// How an object's (or upload's) data is sealed: the data key, wrapped by
+/// the KMS, and the format version. The plaintext key is never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sealing {
+    pub key_id: String,
+    #[serde(with = "hex_bytes")]
+    pub wrapped_key: Vec<u8>,
+    pub format: u8,
+}
+
+/// What binds one sealed segment: its salt and part number.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentSeal {
+    #[serde(with = "hex_bytes")]
+    pub salt: Vec<u8>,
+    pub part_number: u32,
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A stored run of bytes, referenced by exactly one object or part.
@@ -61,6 +102,9 @@ pub struct ObjectPart {
     pub size: u64,
     /// MD5 hex of this part's content.
     pub etag: String,
+    /// Present when the segment is sealed.
+    #[serde(default)]
+    pub seal: Option<SegmentSeal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -77,6 +121,9 @@ pub struct ObjectRecord {
     /// Whether the object came from a multipart upload (even of one part).
     #[serde(default)]
     pub multipart: bool,
+    /// Present when the object is sealed; then every part has a `seal`.
+    #[serde(default)]
+    pub sealing: Option<Sealing>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +137,9 @@ pub struct UploadRecord {
     /// Checksum algorithm announced at creation, upper case (e.g. `CRC32`).
     #[serde(default)]
     pub checksum_algorithm: Option<String>,
+    /// Decided at creation: every part is sealed with this upload's data key.
+    #[serde(default)]
+    pub sealing: Option<Sealing>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,0 +1,90 @@
+//! Put/Get/DeleteBucketEncryption. What they mean is the policy guest's
+//! decision; the host stores the setting it returns.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::Gateway;
+use super::error::OrS3;
+use super::policy::Ask;
+use crate::policy::{Allowed, Operation};
+use crate::storage::{BucketEncryption, BucketRecord};
+
+/// The one algorithm a configuration asks for; None when it is not exactly
+/// one rule with a default (the guest then answers MalformedXML).
+fn requested_algorithm(config: &ServerSideEncryptionConfiguration) -> Option<String> {
+    match config.rules.as_slice() {
+        [rule] => rule.apply_server_side_encryption_by_default.as_ref().map(|d| d.sse_algorithm.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+impl Gateway {
+    /// Stores the bucket setting a decision returned, then settles its KMS side effects.
+    async fn apply_bucket_state(&self, mut bucket: BucketRecord, allowed: Allowed) -> S3Result<()> {
+        if let Some(state) = &allowed.bucket_state {
+            bucket.encryption = BucketEncryption { encrypted: state.encrypted, key_id: state.key_id.clone() };
+        }
+        match self.storage.update_bucket(bucket).await.or_s3() {
+            Ok(()) => {
+                allowed.after.committed().await;
+                Ok(())
+            }
+            Err(e) => {
+                allowed.after.failed().await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn do_put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let mut ask = Ask::new(Operation::PutBucketEncryption, &bucket.name, None, &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        ask.requested_algorithm = requested_algorithm(&req.input.server_side_encryption_configuration);
+        let allowed = self.consult(ask).await?;
+        self.apply_bucket_state(bucket.clone(), allowed).await?;
+        Ok(S3Response::new(PutBucketEncryptionOutput::default()))
+    }
+
+    pub(super) async fn do_get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let mut ask = Ask::new(Operation::GetBucketEncryption, &bucket.name, None, &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        let allowed = self.consult(ask).await?;
+        let Some(algorithm) = allowed.report_algorithm else {
+            return Err(s3_error!(
+                ServerSideEncryptionConfigurationNotFoundError,
+                "The server side encryption configuration was not found"
+            ));
+        };
+        let rule = ServerSideEncryptionRule {
+            apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                sse_algorithm: ServerSideEncryption::from(algorithm),
+                kms_master_key_id: None,
+            }),
+            bucket_key_enabled: Some(false),
+            ..Default::default()
+        };
+        let config = ServerSideEncryptionConfiguration { rules: vec![rule] };
+        Ok(S3Response::new(GetBucketEncryptionOutput { server_side_encryption_configuration: Some(config) }))
+    }
+
+    pub(super) async fn do_delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let mut ask = Ask::new(Operation::DeleteBucketEncryption, &bucket.name, None, &req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        let allowed = self.consult(ask).await?;
+        self.apply_bucket_state(bucket.clone(), allowed).await?;
+        Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
+    }
+}

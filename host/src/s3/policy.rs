@@ -1,0 +1,100 @@
+//! Consulting the policy guest: describe the request, turn its decision
+//! into an S3 error or into effects the handlers carry out.
+
+use hyper::HeaderMap;
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+
+use super::Gateway;
+use crate::kms::KeyContext;
+use crate::policy::{Allowed, BucketState, KeyContexts, Operation, Request, Sealed, Verdict};
+use crate::storage::{BucketEncryption, Sealing};
+
+/// Headers the guest never needs to see.
+const WITHHELD_HEADERS: [&str; 2] = ["authorization", "x-amz-security-token"];
+
+/// One request, as the guest is told about it.
+pub(super) struct Ask<'a> {
+    pub operation: Operation,
+    pub bucket: &'a str,
+    pub key: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// None while the bucket does not exist yet (CreateBucket).
+    pub bucket_state: Option<&'a BucketEncryption>,
+    /// The object or upload this request reads or extends.
+    pub target: Option<&'a Sealing>,
+    /// A copy source: its bucket, key and sealing.
+    pub source: Option<(&'a str, &'a str, Option<&'a Sealing>)>,
+    pub requested_algorithm: Option<String>,
+}
+
+impl<'a> Ask<'a> {
+    pub fn new(operation: Operation, bucket: &'a str, key: Option<&'a str>, headers: &'a HeaderMap) -> Self {
+        Self {
+            operation,
+            bucket,
+            key,
+            headers,
+            bucket_state: None,
+            target: None,
+            source: None,
+            requested_algorithm: None,
+        }
+    }
+}
+
+fn sealed(s: &Sealing) -> Sealed {
+    Sealed { key_id: s.key_id.clone(), wrapped_key: s.wrapped_key.clone() }
+}
+
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !WITHHELD_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect()
+}
+
+/// The guest's denial as the S3 error it names.
+fn denial(status: u16, code: String, message: String) -> S3Error {
+    let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::Custom(code.into()));
+    let mut e = S3Error::with_message(code, message);
+    if let Ok(status) = hyper::StatusCode::from_u16(status) {
+        e.set_status_code(status);
+    }
+    e
+}
+
+impl Gateway {
+    pub(super) async fn consult(&self, ask: Ask<'_>) -> S3Result<Allowed> {
+        let request = Request {
+            operation: ask.operation,
+            bucket: ask.bucket.to_owned(),
+            key: ask.key.map(str::to_owned),
+            headers: header_list(ask.headers),
+            bucket_state: ask.bucket_state.map(|b| BucketState { encrypted: b.encrypted, key_id: b.key_id.clone() }),
+            target: ask.target.map(sealed),
+            source: ask.source.and_then(|(_, _, s)| s.map(sealed)),
+            requested_algorithm: ask.requested_algorithm,
+        };
+        let contexts = KeyContexts {
+            target: KeyContext { bucket: ask.bucket.to_owned(), key: ask.key.unwrap_or_default().to_owned() },
+            source: ask.source.and_then(|(bucket, key, s)| {
+                s.map(|s| (KeyContext { bucket: bucket.to_owned(), key: key.to_owned() }, s.wrapped_key.clone()))
+            }),
+        };
+        match self.policy.evaluate(request, contexts).await {
+            Ok(Verdict::Allow(allowed)) => Ok(allowed),
+            Ok(Verdict::Deny { status, code, message }) => Err(denial(status, code, message)),
+            Err(_) => Err(s3_error!(InternalError, "We encountered an internal error. Please try again.")),
+        }
+    }
+}
+
+/// What a sealed write stores about its data key.
+pub(super) fn sealing_of(key: &crate::kms::DataKey) -> Sealing {
+    Sealing {
+        key_id: key.key_id.clone(),
+        wrapped_key: key.wrapped.clone(),
+        format: crate::crypto::format::FORMAT_VERSION,
+    }
+}
