@@ -4,7 +4,7 @@ PYTHON  ?= python3
 RELEASE := target/release
 POLICIES := target/policies
 
-.PHONY: all deps build run test test-deps test-rust test-python bench fuzz lint clean
+.PHONY: all deps build policies fixtures run test test-deps test-rust test-python bench fuzz lint clean
 
 all: build
 
@@ -15,15 +15,29 @@ deps:
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 
 ## build: the gateway binary and the policy components, in release
-build: deps
+build: deps policies
 	$(CARGO) build --release -p sealgate
+
+## policies: target/policies/{default,encrypt-all}.wasm (the default one is also embedded in the binary)
+WASM_BUILD := $(CARGO) build --profile wasm --target wasm32-wasip2 --target-dir target/policy-build
+WASM_OUT := target/policy-build/wasm32-wasip2/wasm
+policies: deps
+	@mkdir -p $(POLICIES)
+	$(WASM_BUILD) -p sealgate-policy-component
+	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/default.wasm
+	$(WASM_BUILD) -p sealgate-policy-component --features encrypt-all
+	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/encrypt-all.wasm
+
+## fixtures: the hostile policy modules the containment tests load
+fixtures: deps
+	CARGO_TARGET_DIR=target/policy-build guest/fixtures/build.sh
 
 ## run: build, then serve on 127.0.0.1:9000 with the data under ./data
 run: build
 	$(RELEASE)/sealgate serve
 
 ## test: install test dependencies, build once in release, run every test
-test: build test-deps test-rust test-python
+test: build fixtures test-deps test-rust test-python
 
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt

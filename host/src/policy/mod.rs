@@ -172,17 +172,16 @@ impl PolicyRuntime {
             metrics,
             swap_lock: tokio::sync::Mutex::new(()),
         });
-        let ticker = Arc::downgrade(&runtime);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(EPOCH_TICK);
-            loop {
-                interval.tick().await;
-                match ticker.upgrade() {
-                    Some(runtime) => runtime.engine.increment_epoch(),
-                    None => return,
-                }
+        // A plain thread, not a tokio task: a guest spinning on a runtime
+        // worker must not be able to starve the clock that stops it.
+        let ticker = runtime.engine.weak();
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
             }
-        });
+        })?;
         tracing::info!(policy = %runtime.info().name, sha256 = %runtime.info().sha256, "policy module loaded");
         Ok(runtime)
     }
@@ -281,8 +280,8 @@ async fn call_evaluate(
     store: &mut Store<GuestState>,
     request: &Request,
 ) -> Result<Decision, PolicyError> {
-    let policy = pre.instantiate_async(&mut *store).await.map_err(|e| PolicyError::Guest(format!("{e:?}")))?;
-    policy.call_evaluate(&mut *store, request).await.map_err(|e| PolicyError::Guest(format!("{e:?}")))
+    let policy = pre.instantiate_async(&mut *store).await.map_err(|e| PolicyError::Guest(format!("{e:#}")))?;
+    policy.call_evaluate(&mut *store, request).await.map_err(|e| PolicyError::Guest(format!("{e:#}")))
 }
 
 /// Compiles a module and checks it against the world and the self-test.
@@ -298,9 +297,9 @@ async fn prepare(
     let component = tokio::task::spawn_blocking(move || Component::new(&compile_engine, &bytes))
         .await
         .map_err(|e| PolicyError::Compile(e.to_string()))?
-        .map_err(|e| PolicyError::Compile(format!("{e:?}")))?;
-    let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:?}")))?;
-    let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:?}")))?;
+        .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
+    let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
     let (name, version) = describe(engine, &pre, &sha256).await?;
     selftest::run(engine, &pre, &sha256, kms).await?;
     let info = PolicyInfo {
@@ -318,9 +317,9 @@ async fn prepare(
 async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) -> Result<(String, String), PolicyError> {
     let mut store = new_store(engine, selftest::kms(), selftest::contexts(), sha256);
     let policy =
-        pre.instantiate_async(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("instantiation: {e:?}")))?;
+        pre.instantiate_async(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("instantiation: {e:#}")))?;
     let (name, version) =
-        policy.call_describe(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("describe: {e:?}")))?;
+        policy.call_describe(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("describe: {e:#}")))?;
     let printable = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
     if !printable(&name) || !printable(&version) {
         return Err(PolicyError::SelfTest("describe() returned an unprintable name or version".into()));

@@ -1,0 +1,19 @@
+//! sealgate: an S3 gateway that encrypts whole buckets transparently.
+//!
+//! The modules follow the request: `server` (listeners, request envelope)
+//! → `auth` (who is calling) → `s3` (one S3 concern per file) → `policy`
+//! (the rules, a sandboxed WebAssembly guest) → `kms` (the customer's keys)
+//! → `crypto` (sealed chunks) → `storage` (objects on disk). `admin` is the
+//! operator's port, `config` the settings, `metrics` what it counts.
+
+pub mod admin;
+pub mod admin_client;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod kms;
+pub mod metrics;
+pub mod policy;
+pub mod s3;
+pub mod server;
+pub mod storage;
