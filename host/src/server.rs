@@ -210,6 +210,9 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
             res
         }
     };
+    if method == hyper::Method::POST {
+        align_post_policy_error(&mut res);
+    }
     stamp_request_id(&mut res, &request_id);
 
     let status = res.status().as_u16();
@@ -223,6 +226,24 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
 
 fn internal_error_xml() -> String {
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into()
+}
+
+/// s3s 0.14 answers a browser POST whose form breaks a condition of its
+/// signed policy with 400 InvalidPolicyDocument; AWS answers 403
+/// AccessDenied ("Invalid according to Policy"), and clients expect that.
+fn align_post_policy_error(res: &mut Response<Body>) {
+    if res.status() != hyper::StatusCode::BAD_REQUEST {
+        return;
+    }
+    let Some(body) = res.body().bytes() else { return };
+    let text = String::from_utf8_lossy(&body);
+    if !(text.contains("<Code>InvalidPolicyDocument</Code>") && text.contains("Policy condition")) {
+        return;
+    }
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy Condition failed</Message></Error>";
+    *res.status_mut() = hyper::StatusCode::FORBIDDEN;
+    res.headers_mut().insert(hyper::header::CONTENT_LENGTH, xml.len().into());
+    *res.body_mut() = Body::from(xml.to_owned());
 }
 
 /// Every response carries the request id in `x-amz-request-id`; error

@@ -123,6 +123,8 @@ impl Gateway {
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .credentials_provider(creds)
             .force_path_style(true)
+            // Every failure is seen as it happened, not after retries.
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
