@@ -43,15 +43,31 @@ test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
 test-rust:
-	$(CARGO) nextest run --release --workspace --no-fail-fast
+	$(CARGO) nextest run --release --no-fail-fast
 
 test-python:
 	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 tests/python
 
+## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run)
+bench: build
+	$(CARGO) build --release -p sealgate-bench
+	$(RELEASE)/sealgate-bench | tee target/bench.md
+
+## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component,
+## FUZZ_SECONDS each; a broken invariant stops it, the input in fuzz/artifacts/.
+## Extra libFuzzer flags in FUZZ_ARGS (e.g. FUZZ_ARGS="-fork=1 -ignore_crashes=1").
+## The committed corpora (fuzz/corpus/) are replayed natively by `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
+fuzz: policies
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && $(CARGO) +nightly fuzz run rules -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	cd fuzz && $(CARGO) +nightly fuzz run component -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+
 ## lint: formatting and clippy
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets --workspace -- -D warnings
+	$(CARGO) clippy --release --all-targets -p sealgate -p sealgate-policy -p sealgate-bench -- -D warnings
 
 clean:
 	$(CARGO) clean

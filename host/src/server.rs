@@ -217,6 +217,11 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
 
     let status = res.status().as_u16();
     let operation = slot.0.get().map_or("Unresolved", String::as_str);
+    // Refused before routing (e.g. a bad signature): the body was never
+    // read, so the connection cannot carry another request; say so.
+    if status >= 400 && operation == "Unresolved" && bytes_in > 0 {
+        res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
     let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);
     let elapsed = started.elapsed();
     metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);

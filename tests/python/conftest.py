@@ -8,7 +8,6 @@ and private directories. Tests that restart or kill the server use
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ import helpers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealgate"
+POLICIES_DIR = Path(os.environ.get("SEALGATE_POLICIES", REPO_ROOT / "target" / "policies"))
 
 ACCESS_KEY = "sealgate-test-ak"
 SECRET_KEY = "sealgate-test-secret-key-0123456789"
@@ -53,13 +53,6 @@ def sealgate_bin() -> Path:
             pytrace=False,
         )
     return path
-
-
-@functools.lru_cache(maxsize=None)
-def supports_flag(binary: str, flag: str) -> bool:
-    """Whether `sealgate serve --help` lists `flag` (for optional flags)."""
-    out = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=30)
-    return flag in out.stdout + out.stderr
 
 
 def free_port() -> int:
@@ -91,7 +84,7 @@ def _force_trailer_checksums(model, params, **_):
 
 
 class Gateway:
-    """One sealgate process plus its data/kms directories."""
+    """One sealgate process plus its data dir and (separate) local KMS dir."""
 
     def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML):
         self.base_dir = Path(base_dir)
@@ -139,8 +132,8 @@ class Gateway:
         ]
         if self.users_file is not None:
             cmd += ["--users", str(self.users_file)]
-        if supports_flag(cmd[0], "--kms-local-dir"):
-            cmd += ["--kms-local-dir", str(self.kms_dir)]
+        # The local KMS key store always lives outside the data dir.
+        cmd += ["--kms-local-dir", str(self.kms_dir)]
         return cmd
 
     def start(self) -> None:
@@ -242,6 +235,29 @@ class Gateway:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         return requests.get(self.admin + path, headers=headers, timeout=10)
 
+    def admin_put(self, path: str, body: bytes, token: str | None = ADMIN_TOKEN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return requests.put(self.admin + path, data=body, headers=headers, timeout=60)
+
+    def metric(self, name: str) -> float:
+        """Value of one unlabelled sample (e.g. sealgate_decrypt_failures_total)."""
+        return helpers.metric_value(self.admin_get("/metrics").text, name)
+
+    def policy(self) -> dict:
+        resp = self.admin_get("/policy")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def load_policy(self, path: Path) -> requests.Response:
+        """PUT /policy with the component bytes (no assertion on the outcome)."""
+        return self.admin_put("/policy", Path(path).read_bytes())
+
+    def encrypting_client(self, value: str = "AES256", **kwargs):
+        """A client whose CreateBucket carries x-amz-scal-server-side-encryption."""
+        client = self.client(**kwargs)
+        helpers.add_headers(client, "CreateBucket", {helpers.SCAL_SSE: value})
+        return client
+
     def raw_socket(self, timeout: float = 15.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 
@@ -334,3 +350,37 @@ def make_bucket(gateway):
 def bucket(make_bucket):
     """A fresh, empty bucket owned by the main user."""
     return make_bucket()
+
+
+def _make_encrypted_bucket(gw: Gateway) -> str:
+    name = unique_bucket_name("enc")
+    gw.encrypting_client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def make_encrypted_bucket(gateway):
+    """Factory: a new bucket created with x-amz-scal-server-side-encryption: AES256."""
+    created = []
+
+    def factory():
+        name = _make_encrypted_bucket(gateway)
+        created.append(name)
+        return name
+
+    yield factory
+    client = gateway.client()
+    for name in created:
+        if not gateway.is_running():
+            continue
+        try:
+            helpers.empty_bucket(client, name)
+            client.delete_bucket(Bucket=name)
+        except Exception:  # cleanup only
+            pass
+
+
+@pytest.fixture
+def enc_bucket(make_encrypted_bucket):
+    """A fresh, empty encrypted bucket owned by the main user."""
+    return make_encrypted_bucket()

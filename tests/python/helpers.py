@@ -417,3 +417,90 @@ def tmp_files(root: str) -> list[str]:
             if any("tmp" in part.lower() for part in rel.split(os.sep)):
                 found.append(rel)
     return found
+
+
+# --------------------------------------------------------------------------
+# Bucket encryption
+# --------------------------------------------------------------------------
+
+SCAL_SSE = "x-amz-scal-server-side-encryption"
+AWS_SSE = "x-amz-server-side-encryption"
+
+
+def add_headers(client, operation: str, headers: dict[str, str]) -> None:
+    """Add raw headers to every `operation` request of this client (signed)."""
+
+    def hook(request, **_):
+        for name, value in headers.items():
+            request.headers[name] = value
+
+    client.meta.events.register(f"before-sign.s3.{operation}", hook)
+
+
+def metric_value(text: str, name: str) -> float:
+    """Value of an unlabelled Prometheus sample; 0 if absent is NOT assumed."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == name:
+            return float(parts[1])
+    raise AssertionError(f"metric {name} not found in /metrics")
+
+
+def kms_key_files(kms_dir) -> set[str]:
+    """Names of the local KMS key files (`local-<hex>.key`)."""
+    found = set()
+    for dirpath, _, files in os.walk(kms_dir):
+        for name in files:
+            if name.startswith("local-") and name.endswith(".key"):
+                found.add(os.path.relpath(os.path.join(dirpath, name), kms_dir))
+    return found
+
+
+def object_data_files(data_dir) -> set[str]:
+    """Object part files under DATA_DIR/objects (paths relative to it)."""
+    root = os.path.join(data_dir, "objects")
+    found = set()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            found.add(os.path.join(dirpath, name))
+    return found
+
+
+def files_containing(root, needles: Iterable[bytes]) -> list[str]:
+    """Every regular file under root whose bytes contain any needle."""
+    needles = list(needles)
+    hits = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as f:
+                    blob = f.read()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+            if any(n in blob for n in needles):
+                hits.append(path)
+    return hits
+
+
+def put_then_reuse(gw, path: str, headers: dict[str, str], size: int):
+    """Raw keep-alive PUT of `size` bytes (no Expect: 100-continue), then a
+    ListBuckets on the same connection.
+
+    Returns ((status, announced_close), follow_up_status_or_error).
+    """
+    signed = gw.signed_headers("PUT", path, headers={"content-length": str(size), **headers})
+    with gw.raw_socket() as sock:
+        sock.sendall(raw_request_head("PUT", path, signed))
+        try:
+            sock.sendall(b"x" * size)
+        except OSError:
+            pass  # the server may stop reading once it has answered
+        status, resp_headers, _ = read_http_response(sock)
+        announced_close = resp_headers.get("connection", "").lower() == "close"
+        try:
+            sock.sendall(raw_request_head("GET", "/", gw.signed_headers("GET", "/")))
+            follow_up = read_http_response(sock)[0]
+        except OSError as exc:
+            follow_up = repr(exc)
+    return (status, announced_close), follow_up

@@ -1,8 +1,6 @@
 //! The host side of the WIT contract: bindings generated from `wit/`, the
 //! per-request store state, and the imports the guest may call.
 
-use std::time::{Duration, Instant};
-
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 
@@ -43,9 +41,8 @@ pub struct GuestState {
     pub created_keys: Vec<String>,
     /// Keys to destroy once the request has committed.
     pub destroy_after_commit: Vec<String>,
-    /// Wall time spent in host imports, which the guest's deadline excludes.
-    pub host_time: Duration,
-    pub started: Instant,
+    /// Epoch ticks seen while the guest was executing (its deadline).
+    pub ticks_running: u32,
     pub module_sha256: String,
     /// Set when the memory limit refused a growth.
     pub memory_refused: bool,
@@ -70,14 +67,6 @@ fn wit_error(e: KmsError) -> WitKmsError {
 }
 
 impl GuestState {
-    /// Runs a KMS call and books its wall time as host time.
-    async fn timed<T>(&mut self, call: impl Future<Output = T>) -> T {
-        let started = Instant::now();
-        let out = call.await;
-        self.host_time += started.elapsed();
-        out
-    }
-
     fn hold(&mut self, key: DataKey) -> wasmtime::Result<Resource<HeldKey>> {
         Ok(self.table.push(HeldKey(key))?)
     }
@@ -97,7 +86,7 @@ impl sealgate::policy::kms::HostDataKey for GuestState {
 impl sealgate::policy::kms::Host for GuestState {
     async fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
         let kms = self.kms.clone();
-        let created = self.timed(kms.create_key(&bucket)).await;
+        let created = kms.create_key(&bucket).await;
         if let Ok(key_id) = &created {
             self.created_keys.push(key_id.clone());
         }
@@ -106,7 +95,7 @@ impl sealgate::policy::kms::Host for GuestState {
 
     async fn generate_data_key(&mut self, key_id: String) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
         let (kms, context) = (self.kms.clone(), self.contexts.target.clone());
-        match self.timed(kms.generate_data_key(&key_id, &context)).await {
+        match kms.generate_data_key(&key_id, &context).await {
             Ok(key) => Ok(Ok(self.hold(key)?)),
             Err(e) => Ok(Err(wit_error(e))),
         }
@@ -122,7 +111,7 @@ impl sealgate::policy::kms::Host for GuestState {
             _ => self.contexts.target.clone(),
         };
         let kms = self.kms.clone();
-        match self.timed(kms.unwrap_data_key(&key_id, &wrapped, &context)).await {
+        match kms.unwrap_data_key(&key_id, &wrapped, &context).await {
             Ok(key) => Ok(Ok(self.hold(key)?)),
             Err(e) => Ok(Err(wit_error(e))),
         }

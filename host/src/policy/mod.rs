@@ -35,8 +35,9 @@ use crate::metrics::Metrics;
 pub const DEFAULT_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default-policy.wasm"));
 
 const MEMORY_LIMIT: usize = 16 << 20;
-const GUEST_DEADLINE: Duration = Duration::from_millis(50);
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Epoch ticks a guest may run through: about 50 ms of execution.
+const GUEST_TICKS: u32 = 10;
 /// Concurrent evaluations; the instance pool is sized for them.
 const SLOTS: u32 = 128;
 
@@ -257,20 +258,22 @@ fn new_store(engine: &Engine, kms: Arc<dyn Kms>, contexts: KeyContexts, sha256: 
         contexts,
         created_keys: Vec::new(),
         destroy_after_commit: Vec::new(),
-        host_time: Duration::ZERO,
-        started: Instant::now(),
+        ticks_running: 0,
         module_sha256: sha256.to_owned(),
         memory_refused: false,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| s);
     store.set_epoch_deadline(1);
-    // Each tick, check the guest's own time (wall time minus time spent in
-    // KMS imports): a slow KMS must not count against the guest.
-    store.epoch_deadline_callback(|ctx| {
-        let state = ctx.data();
-        let guest_time = state.started.elapsed().saturating_sub(state.host_time);
-        if guest_time > GUEST_DEADLINE { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Continue(1)) }
+    // The callback runs once per tick the guest spends executing wasm: a
+    // guest waiting on a slow KMS import, or descheduled by a busy machine,
+    // collects at most one tick when it resumes. So the count measures the
+    // guest's own running time, not wall time (a wall-clock deadline failed
+    // healthy modules on a loaded 2-core machine).
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        state.ticks_running += 1;
+        if state.ticks_running > GUEST_TICKS { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Continue(1)) }
     });
     store
 }

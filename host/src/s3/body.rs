@@ -156,6 +156,24 @@ pub async fn ingest(
     Ok(Ingested { staged, digest, seal })
 }
 
+/// Reads and discards what a refused request left of its body (within
+/// limits), so that the client reads the error on a connection that stays
+/// usable instead of finding it dropped mid-upload.
+pub async fn drain(body: Option<StreamingBlob>) {
+    const LIMIT: usize = 64 << 20;
+    let Some(mut body) = body else { return };
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut body).await {
+            seen += chunk.len();
+            if seen > LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), discard).await;
+}
+
 fn empty_blob() -> StreamingBlob {
     StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
 }

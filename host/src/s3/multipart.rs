@@ -4,7 +4,7 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::body::{BodyClaims, SealPlan, ingest};
+use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::{Conditions, check_write};
 use super::error::OrS3;
 use super::metadata::MetadataInput;
@@ -123,8 +123,16 @@ impl Gateway {
         &self,
         mut req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let result = self.upload_part(&mut req).await;
+        if result.is_err() {
+            drain(req.input.body.take()).await;
+        }
+        result
+    }
+
+    async fn upload_part(&self, req: &mut S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.owned_bucket(&req, &bucket).await?;
+        self.owned_bucket(req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
         let upload = self.upload(&bucket, &key, &upload_id).await?;

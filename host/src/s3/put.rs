@@ -4,7 +4,7 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::body::{BodyClaims, SealPlan, ingest};
+use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::check_write;
 use super::error::OrS3;
 use super::metadata::MetadataInput;
@@ -14,15 +14,46 @@ use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
 use crate::storage::ObjectRecord;
 
+/// A browser form carries its encryption settings as form fields, which
+/// s3s parses into the input; the rules read headers, so they are added as
+/// the headers a PUT would have carried.
+fn with_form_encryption_fields(headers: &hyper::HeaderMap, input: &PutObjectInput) -> hyper::HeaderMap {
+    let mut headers = headers.clone();
+    let fields = [
+        ("x-amz-server-side-encryption", input.server_side_encryption.as_ref().map(|v| v.as_str().to_owned())),
+        ("x-amz-server-side-encryption-customer-algorithm", input.sse_customer_algorithm.clone()),
+        ("x-amz-server-side-encryption-customer-key", input.sse_customer_key.clone()),
+        ("x-amz-server-side-encryption-customer-key-md5", input.sse_customer_key_md5.clone()),
+        ("x-amz-server-side-encryption-aws-kms-key-id", input.ssekms_key_id.clone()),
+        ("x-amz-server-side-encryption-context", input.ssekms_encryption_context.clone()),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value
+            && let Ok(value) = hyper::header::HeaderValue::from_str(&value)
+        {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
 impl Gateway {
     pub(super) async fn do_put_object(
         &self,
         mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let result = self.put_object(&mut req).await;
+        if result.is_err() {
+            drain(req.input.body.take()).await;
+        }
+        result
+    }
+
+    async fn put_object(&self, req: &mut S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         // s3s hands a browser form upload (PostObject) over as a PutObject.
         let operation = if req.method == hyper::Method::POST { Operation::PostObject } else { Operation::PutObject };
         let (bucket_name, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let bucket = self.owned_bucket(&req, &bucket_name).await?;
+        let bucket = self.owned_bucket(req, &bucket_name).await?;
         let input = &mut req.input;
         let metadata = MetadataInput {
             content_type: input.content_type.take(),
@@ -39,7 +70,14 @@ impl Gateway {
             let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
-        let mut ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
+        let form_headers;
+        let headers = if operation == Operation::PostObject {
+            form_headers = with_form_encryption_fields(&req.headers, &req.input);
+            &form_headers
+        } else {
+            &req.headers
+        };
+        let mut ask = Ask::new(operation, &bucket_name, Some(&key), headers);
         ask.bucket_state = Some(&bucket.encryption);
         let allowed = self.consult(ask).await?;
 

@@ -1,0 +1,157 @@
+//! `make bench`: measures the gateway on this machine and prints ratios
+//! measured side by side in one run (plaintext bucket vs encrypted bucket,
+//! same gateway). Numbers, never pass/fail: the machine is noisy.
+
+mod gateway;
+mod micro;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use gateway::Gateway;
+
+const MIB: usize = 1 << 20;
+
+fn pattern(len: usize) -> Bytes {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+async fn put_once(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Bytes) -> Result<Duration> {
+    let started = Instant::now();
+    s3.put_object().bucket(bucket).key(key).body(ByteStream::from(body)).send().await?;
+    Ok(started.elapsed())
+}
+
+async fn get_once(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(Duration, usize)> {
+    let started = Instant::now();
+    let mut body = s3.get_object().bucket(bucket).key(key).send().await?.body;
+    let mut n = 0;
+    while let Some(chunk) = body.try_next().await? {
+        n += chunk.len();
+    }
+    Ok((started.elapsed(), n))
+}
+
+/// Median MB/s of `rounds` single-stream PUTs and GETs of `size` bytes.
+async fn throughput(s3: &aws_sdk_s3::Client, bucket: &str, size: usize, rounds: usize) -> Result<(f64, f64)> {
+    let body = pattern(size);
+    let key = format!("tp-{size}");
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        puts.push(mb_per_s(size, put_once(s3, bucket, &key, body.clone()).await?));
+        let (elapsed, n) = get_once(s3, bucket, &key).await?;
+        anyhow::ensure!(n == size, "short read");
+        gets.push(mb_per_s(size, elapsed));
+    }
+    Ok((median(puts), median(gets)))
+}
+
+/// Operations per second of 4 KiB PUTs (or GETs) with `clients` concurrent clients.
+async fn small_ops(s3: &aws_sdk_s3::Client, bucket: &str, clients: usize, seconds: u64, get: bool) -> Result<f64> {
+    let body = pattern(4096);
+    if get {
+        for c in 0..clients {
+            s3.put_object()
+                .bucket(bucket)
+                .key(format!("small-{c}"))
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (s3, bucket, body) = (s3.clone(), bucket.to_owned(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ops = 0u64;
+            let key = format!("small-{c}");
+            while Instant::now() < deadline {
+                if get {
+                    get_once(&s3, &bucket, &key).await?;
+                } else {
+                    s3.put_object().bucket(&bucket).key(&key).body(ByteStream::from(body.clone())).send().await?;
+                }
+                ops += 1;
+            }
+            anyhow::Ok(ops)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn row(name: &str, plain: f64, sealed: f64, unit: &str) {
+    println!("| {name} | {plain:.0} {unit} | {sealed:.0} {unit} | **{:.2}** |", sealed / plain);
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let quick = std::env::var("SEALGATE_BENCH_QUICK").is_ok();
+    let rounds = if quick { 1 } else { 3 };
+    let seconds = if quick { 2 } else { 5 };
+    println!("# sealgate benchmark\n");
+    println!("machine: {} cores, {}\n", std::thread::available_parallelism()?.get(), micro::cpu_model());
+
+    micro::bulk_cipher();
+    micro::policy().await?;
+
+    let gw = Gateway::start(&[])?;
+    let s3 = gw.client();
+    gw.create_buckets(&s3).await?;
+    println!("\n## Through the gateway (aws-sdk-s3 client on the same machine)\n");
+    println!("| measurement | plaintext bucket | encrypted bucket | encrypted ÷ plaintext |");
+    println!("| --- | --- | --- | --- |");
+    for size in [MIB, 64 * MIB, 256 * MIB] {
+        let rounds = if size > 64 * MIB { rounds } else { rounds + 2 };
+        let (plain_put, plain_get) = throughput(&s3, "plain", size, rounds).await?;
+        let (sealed_put, sealed_get) = throughput(&s3, "sealed", size, rounds).await?;
+        row(&format!("PUT {} MiB, single stream", size / MIB), plain_put, sealed_put, "MB/s");
+        row(&format!("GET {} MiB, single stream", size / MIB), plain_get, sealed_get, "MB/s");
+    }
+    let metrics_before = gw.metrics().await?;
+    let plain_put = small_ops(&s3, "plain", 16, seconds, false).await?;
+    let sealed_put = small_ops(&s3, "sealed", 16, seconds, false).await?;
+    let metrics_after = gw.metrics().await?;
+    let plain_get = small_ops(&s3, "plain", 16, seconds, true).await?;
+    let sealed_get = small_ops(&s3, "sealed", 16, seconds, true).await?;
+    row("4 KiB PUT, 16 clients", plain_put, sealed_put, "ops/s");
+    row("4 KiB GET, 16 clients", plain_get, sealed_get, "ops/s");
+    let guest = metrics_after.sum("sealgate_policy_evaluation_seconds_sum")
+        - metrics_before.sum("sealgate_policy_evaluation_seconds_sum");
+    let puts = metrics_after.labelled("sealgate_s3_request_duration_seconds_sum", "PutObject")
+        - metrics_before.labelled("sealgate_s3_request_duration_seconds_sum", "PutObject");
+    println!(
+        "\nshare of 4 KiB PUT time spent evaluating the policy guest (instantiation included): {:.1} %",
+        100.0 * guest / puts
+    );
+    println!("gateway peak RSS after these runs: {} MiB", gw.peak_rss_mib()?);
+    drop(gw);
+
+    gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await?;
+    Ok(())
+}
