@@ -56,13 +56,15 @@ bench: build
 ## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component,
 ## FUZZ_SECONDS each; a broken invariant stops it, the input in fuzz/artifacts/.
 ## Extra libFuzzer flags in FUZZ_ARGS (e.g. FUZZ_ARGS="-fork=1 -ignore_crashes=1").
-## The committed corpora (fuzz/corpus/) are replayed natively by `make test`.
+## New inputs go to fuzz/target/corpus/ (the committed seeds in fuzz/corpus/
+## stay as they are; `make test` replays those natively).
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=
 fuzz: policies
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd fuzz && $(CARGO) +nightly fuzz run rules -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
-	cd fuzz && $(CARGO) +nightly fuzz run component -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	@mkdir -p fuzz/target/corpus/rules fuzz/target/corpus/component
+	cd fuzz && $(CARGO) +nightly fuzz run rules target/corpus/rules corpus/rules -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	cd fuzz && $(CARGO) +nightly fuzz run component target/corpus/component corpus/component -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 ## lint: formatting and clippy
 lint:

@@ -11,11 +11,14 @@
 //! accepted only as `AES256` on an encrypted bucket; nothing unsupported
 //! (SSE-C, SSE-KMS) ever passes as encrypted.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 
 extern crate alloc;
 
 mod rules;
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 pub use rules::evaluate;
 
@@ -69,8 +72,14 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.header_values(name).next()
+    }
+
+    /// Every value of a header: a repeated header must not hide a second,
+    /// different value behind an acceptable first one (found by fuzzing).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn has_header_prefix(&self, prefix: &str) -> bool {

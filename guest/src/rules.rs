@@ -22,7 +22,7 @@ fn allow<K>(effects: Effects<K>) -> Decision<K> {
     Decision::Allow(effects)
 }
 
-fn sealed_response<K>() -> vec::Vec<(String, String)> {
+fn sealed_response() -> vec::Vec<(String, String)> {
     vec![(AWS_SSE.to_owned(), AES256.to_owned())]
 }
 
@@ -79,44 +79,42 @@ fn unsupported_encryption<K>(request: &Request) -> Option<Decision<K>> {
     None
 }
 
-/// Rule 3: an object-level encryption header must be `AES256`, and only on
-/// an encrypted bucket. Returns whether one was given.
+/// The first value of the encryption headers that is not `AES256`, if any.
+fn unsupported_encryption_value(request: &Request) -> Option<&str> {
+    [AWS_SSE, SCAL_SSE].into_iter().flat_map(|name| request.header_values(name)).find(|v| *v != AES256)
+}
+
+fn unsupported_method<K>(value: &str) -> Decision<K> {
+    deny(
+        400,
+        "InvalidArgument",
+        format!("The encryption method specified ({value:?}) is not supported; only AES256 is."),
+    )
+}
+
+/// Rule 3: an object-level encryption header must be `AES256` (every
+/// occurrence of it), and only on an encrypted bucket.
 fn object_header_check<K>(request: &Request, bucket_encrypted: bool) -> Result<(), Decision<K>> {
-    for name in [AWS_SSE, SCAL_SSE] {
-        let Some(value) = request.header(name) else { continue };
-        if value != AES256 {
-            return Err(deny(
-                400,
-                "InvalidArgument",
-                format!("The encryption method specified ({value:?}) is not supported; only AES256 is."),
-            ));
-        }
-        if !bucket_encrypted {
-            return Err(deny(
-                400,
-                "InvalidArgument",
-                "Object encryption headers are accepted only in a bucket with bucket encryption.",
-            ));
-        }
+    if let Some(value) = unsupported_encryption_value(request) {
+        return Err(unsupported_method(value));
+    }
+    let given = [AWS_SSE, SCAL_SSE].into_iter().any(|name| request.header(name).is_some());
+    if given && !bucket_encrypted {
+        return Err(deny(
+            400,
+            "InvalidArgument",
+            "Object encryption headers are accepted only in a bucket with bucket encryption.",
+        ));
     }
     Ok(())
 }
 
 /// Rule 1 (and the `encrypt-all` variant).
 fn create_bucket<S: KeyService>(request: &Request, kms: &mut S, variant: Variant) -> Decision<S::Key> {
-    let mut wanted = variant.encrypt_all;
-    for name in [SCAL_SSE, AWS_SSE] {
-        if let Some(value) = request.header(name) {
-            if value != AES256 {
-                return deny(
-                    400,
-                    "InvalidArgument",
-                    format!("The encryption method specified ({value:?}) is not supported; only AES256 is."),
-                );
-            }
-            wanted = true;
-        }
+    if let Some(value) = unsupported_encryption_value(request) {
+        return unsupported_method(value);
     }
+    let wanted = variant.encrypt_all || [SCAL_SSE, AWS_SSE].into_iter().any(|name| request.header(name).is_some());
     if !wanted {
         return allow(Effects { bucket_state: Some(BucketState::default()), ..Effects::default() });
     }
@@ -200,7 +198,7 @@ fn new_object<S: KeyService>(request: &Request, kms: &mut S, open_with: Option<S
         Ok(key) => allow(Effects {
             seal_with: Some(key),
             open_with,
-            response_headers: sealed_response::<S::Key>(),
+            response_headers: sealed_response(),
             ..Effects::default()
         }),
         Err(e) => kms_failure(e),
@@ -233,7 +231,7 @@ fn upload_part<S: KeyService>(request: &Request, kms: &mut S) -> Decision<S::Key
     }
     match unwrap(kms, request.target.as_ref()) {
         Ok(Some(key)) => {
-            allow(Effects { seal_with: Some(key), response_headers: sealed_response::<S::Key>(), ..Effects::default() })
+            allow(Effects { seal_with: Some(key), response_headers: sealed_response(), ..Effects::default() })
         }
         Ok(None) => allow(Effects::default()),
         Err(refusal) => refusal,
@@ -254,7 +252,7 @@ fn upload_part_copy<S: KeyService>(request: &Request, kms: &mut S) -> Decision<S
 fn get_object<S: KeyService>(request: &Request, kms: &mut S) -> Decision<S::Key> {
     match unwrap(kms, request.target.as_ref()) {
         Ok(Some(key)) => {
-            allow(Effects { open_with: Some(key), response_headers: sealed_response::<S::Key>(), ..Effects::default() })
+            allow(Effects { open_with: Some(key), response_headers: sealed_response(), ..Effects::default() })
         }
         Ok(None) => allow(Effects::default()),
         Err(refusal) => refusal,
@@ -263,7 +261,7 @@ fn get_object<S: KeyService>(request: &Request, kms: &mut S) -> Decision<S::Key>
 
 /// Rule 5 for requests that read no data: say whether the object is sealed.
 fn sealed_headers_only<K>(sealed: bool) -> Decision<K> {
-    let response_headers = if sealed { sealed_response::<K>() } else { vec::Vec::new() };
+    let response_headers = if sealed { sealed_response() } else { vec::Vec::new() };
     allow(Effects { response_headers, ..Effects::default() })
 }
 

@@ -121,7 +121,7 @@ fn encrypt_all_variant_encrypts_every_new_bucket() {
     let mut plain = request(Operation::CreateBucket, &[]);
     plain.bucket_state = None;
     let (d, calls) = run_variant(&plain, Variant { encrypt_all: true });
-    assert_eq!(allowed(d).bucket_state.unwrap().encrypted, true);
+    assert!(allowed(d).bucket_state.unwrap().encrypted);
     assert_eq!(calls, vec!["create b"]);
     // Everything else is the same rules.
     let mut bad = request(Operation::CreateBucket, &[("x-amz-scal-server-side-encryption", "aws:kms")]);
@@ -175,7 +175,8 @@ fn plaintext_buckets_write_plaintext() {
 
 #[test]
 fn rule3_object_level_headers() {
-    let cases: &[(&str, &str, bool, Option<(u16, &str)>)] = &[
+    type Case<'a> = (&'a str, &'a str, bool, Option<(u16, &'a str)>);
+    let cases: &[Case] = &[
         ("x-amz-server-side-encryption", "AES256", true, None),
         ("x-amz-scal-server-side-encryption", "AES256", true, None),
         ("x-amz-server-side-encryption", "AES256", false, Some((400, "InvalidArgument"))),
@@ -197,6 +198,21 @@ fn rule3_object_level_headers() {
                 Some(e) => assert_eq!(denied(&d), *e, "{op:?} {name}={value} encrypted={bucket_encrypted}"),
             }
         }
+    }
+}
+
+#[test]
+fn a_repeated_encryption_header_is_checked_in_every_occurrence() {
+    for name in ["x-amz-server-side-encryption", "x-amz-scal-server-side-encryption"] {
+        for op in [Operation::PutObject, Operation::CreateMultipartUpload, Operation::CopyObject] {
+            let r = encrypted(request(op, &[(name, "AES256"), (name, "aws:kms")]));
+            assert_eq!(denied(&run(&r).0), (400, "InvalidArgument"), "{op:?} {name}");
+        }
+        let mut create = request(Operation::CreateBucket, &[(name, "AES256"), (name, "")]);
+        create.bucket_state = None;
+        let (d, calls) = run(&create);
+        assert_eq!(denied(&d), (400, "InvalidArgument"), "CreateBucket {name}");
+        assert!(calls.is_empty());
     }
 }
 

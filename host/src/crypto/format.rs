@@ -130,12 +130,12 @@ impl Sealer {
         Self { cipher, id, index: 0, pending: BytesMut::new(), started: false }
     }
 
-    fn seal_chunk(&mut self, plain: &[u8], last: bool) -> Bytes {
-        let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
-        buf.extend_from_slice(plain);
-        self.cipher.seal(nonce(self.index, last), &aad(&self.id, self.index, last), &mut buf);
+    /// Seals `chunk` in place and queues it and its tag.
+    fn seal_chunk(&mut self, mut chunk: BytesMut, last: bool, out: &mut VecDeque<Bytes>) {
+        let tag = self.cipher.seal(nonce(self.index, last), &aad(&self.id, self.index, last), &mut chunk);
         self.index += 1;
-        Bytes::from(buf)
+        out.push_back(chunk.freeze());
+        out.push_back(Bytes::copy_from_slice(&tag));
     }
 
     /// Takes plaintext; returns whatever is ready to store.
@@ -147,8 +147,7 @@ impl Sealer {
         self.pending.extend_from_slice(data);
         while self.pending.len() as u64 > CHUNK_LEN {
             let chunk = self.pending.split_to(CHUNK_LEN as usize);
-            let sealed = self.seal_chunk(&chunk, false);
-            out.push_back(sealed);
+            self.seal_chunk(chunk, false, out);
         }
     }
 
@@ -156,8 +155,7 @@ impl Sealer {
     pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         self.push(&[], out);
         let rest = self.pending.split();
-        let sealed = self.seal_chunk(&rest, true);
-        out.push_back(sealed);
+        self.seal_chunk(rest, true, out);
     }
 }
 
@@ -230,14 +228,19 @@ impl Opener {
         (chunk_plain_len(self.plain_len, index) + TAG_LEN as u64) as usize
     }
 
-    /// Opens stored chunk `index` in place; on failure nothing is left in `buf`.
-    pub fn open_chunk(&self, index: u64, buf: &mut Vec<u8>) -> Result<(), OpenError> {
+    /// Opens stored chunk `index` (ciphertext and tag) in place; returns
+    /// its plaintext. Nothing of a chunk that fails is returned.
+    pub fn open_chunk(&self, index: u64, mut stored: BytesMut) -> Result<Bytes, OpenError> {
         let last = index + 1 == chunk_count(self.plain_len);
-        if buf.len() != self.stored_chunk_len(index) {
-            buf.clear();
+        if stored.len() != self.stored_chunk_len(index) {
             return Err(OpenError::Truncated);
         }
-        self.cipher.open(nonce(index, last), &aad(&self.id, index, last), buf).map_err(|_| OpenError::Chunk(index))
+        let tag_bytes = stored.split_off(stored.len() - TAG_LEN);
+        let tag: [u8; TAG_LEN] = tag_bytes.as_ref().try_into().expect("split at the tag length");
+        self.cipher
+            .open(nonce(index, last), &aad(&self.id, index, last), &mut stored, &tag)
+            .map_err(|_| OpenError::Chunk(index))?;
+        Ok(stored.freeze())
     }
 
     pub fn check_version(byte: u8) -> Result<(), OpenError> {
@@ -267,9 +270,8 @@ mod tests {
         let mut offset = HEADER_LEN as usize;
         for index in 0..chunk_count(plain_len) {
             let len = opener.stored_chunk_len(index);
-            let mut buf = stored.get(offset..offset + len).ok_or(OpenError::Truncated)?.to_vec();
-            opener.open_chunk(index, &mut buf)?;
-            plain.extend(buf);
+            let buf = BytesMut::from(stored.get(offset..offset + len).ok_or(OpenError::Truncated)?);
+            plain.extend(opener.open_chunk(index, buf)?);
             offset += len;
         }
         if offset != stored.len() {

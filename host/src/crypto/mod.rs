@@ -14,13 +14,20 @@ pub const TAG_LEN: usize = 16;
 #[error("chunk failed authentication")]
 pub struct AuthenticationFailed;
 
-/// One AES-256-GCM key, ready to seal and open chunks.
+/// One AES-256-GCM key, ready to seal and open chunks in place. Tags travel
+/// separately so that chunks are never copied to make room for them.
 pub trait ChunkCipher: Send + Sync {
-    /// Encrypts `buf` in place and appends the tag.
-    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>);
-    /// Checks and strips the tag and decrypts `buf` in place. On failure
-    /// `buf` is cleared: unauthenticated plaintext never escapes.
-    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthenticationFailed>;
+    /// Encrypts `buf` in place; returns the tag.
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
+    /// Checks `tag` and decrypts `buf` in place. On failure `buf` is zeroed:
+    /// unauthenticated plaintext never escapes.
+    fn open(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthenticationFailed>;
 }
 
 /// Which implementation `new_cipher` builds.
@@ -54,28 +61,35 @@ pub fn new_cipher(implementation: Implementation, key: &Zeroizing<[u8; 32]>) -> 
     }
 }
 
+fn failed(buf: &mut [u8]) -> AuthenticationFailed {
+    buf.fill(0);
+    AuthenticationFailed
+}
+
 struct RingCipher(ring::aead::LessSafeKey);
 
 impl ChunkCipher for RingCipher {
-    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         use ring::aead::{Aad, Nonce};
-        self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
             .expect("AES-GCM sealing only fails beyond 64 GiB per chunk");
+        tag.as_ref().try_into().expect("16-byte tag")
     }
 
-    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthenticationFailed> {
-        use ring::aead::{Aad, Nonce};
-        match self.0.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf) {
-            Ok(plain) => {
-                let len = plain.len();
-                buf.truncate(len);
-                Ok(())
-            }
-            Err(_) => {
-                buf.clear();
-                Err(AuthenticationFailed)
-            }
+    fn open(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthenticationFailed> {
+        use ring::aead::{Aad, Nonce, Tag};
+        let tag = Tag::from(*tag);
+        match self.0.open_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tag, buf, 0..) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(failed(buf)),
         }
     }
 }
@@ -83,17 +97,24 @@ impl ChunkCipher for RingCipher {
 struct RustCryptoCipher(aes_gcm::Aes256Gcm);
 
 impl ChunkCipher for RustCryptoCipher {
-    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) {
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         use aes_gcm::AeadInOut;
-        self.0.encrypt_in_place(&nonce.into(), aad, buf).expect("AES-GCM sealing only fails beyond 64 GiB per chunk");
+        let tag = self
+            .0
+            .encrypt_inout_detached(&nonce.into(), aad, buf.into())
+            .expect("AES-GCM sealing only fails beyond 64 GiB per chunk");
+        tag.into()
     }
 
-    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthenticationFailed> {
+    fn open(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthenticationFailed> {
         use aes_gcm::AeadInOut;
-        self.0.decrypt_in_place(&nonce.into(), aad, buf).map_err(|_| {
-            buf.clear();
-            AuthenticationFailed
-        })
+        self.0.decrypt_inout_detached(&nonce.into(), aad, (&mut *buf).into(), &(*tag).into()).map_err(|_| failed(buf))
     }
 }
 
@@ -131,14 +152,12 @@ mod tests {
             let nonce = [len as u8; 12];
             let aad = format!("aad-{len}");
             let (mut a, mut b) = (plain.clone(), plain.clone());
-            ring.seal(nonce, aad.as_bytes(), &mut a);
-            pure.seal(nonce, aad.as_bytes(), &mut b);
-            assert_eq!(a, b, "ciphertext of {len} bytes");
-            assert_eq!(a.len(), len + TAG_LEN);
-            let mut back = a.clone();
-            pure.open(nonce, aad.as_bytes(), &mut back).unwrap();
-            assert_eq!(back, plain);
-            ring.open(nonce, aad.as_bytes(), &mut b).unwrap();
+            let tag_a = ring.seal(nonce, aad.as_bytes(), &mut a);
+            let tag_b = pure.seal(nonce, aad.as_bytes(), &mut b);
+            assert_eq!((&a, tag_a), (&b, tag_b), "ciphertext of {len} bytes");
+            pure.open(nonce, aad.as_bytes(), &mut a, &tag_a).unwrap();
+            assert_eq!(a, plain);
+            ring.open(nonce, aad.as_bytes(), &mut b, &tag_b).unwrap();
             assert_eq!(b, plain);
         }
     }
@@ -149,14 +168,14 @@ mod tests {
         for implementation in [Implementation::Ring, Implementation::RustCrypto] {
             let c = new_cipher(implementation, &key);
             let mut buf = b"secret".to_vec();
-            c.seal([0; 12], b"a", &mut buf);
+            let tag = c.seal([0; 12], b"a", &mut buf);
             let mut flipped = buf.clone();
             flipped[0] ^= 1;
-            assert!(c.open([0; 12], b"a", &mut flipped).is_err());
-            assert!(flipped.is_empty());
+            assert!(c.open([0; 12], b"a", &mut flipped, &tag).is_err());
+            assert!(flipped.iter().all(|&b| b == 0));
             let mut other_aad = buf.clone();
-            assert!(c.open([0; 12], b"b", &mut other_aad).is_err());
-            assert!(other_aad.is_empty());
+            assert!(c.open([0; 12], b"b", &mut other_aad, &tag).is_err());
+            assert!(other_aad.iter().all(|&b| b == 0));
         }
     }
 }

@@ -15,6 +15,7 @@ use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, TrailingHeaders, s3_error};
 
+use tokio_stream::wrappers::ReceiverStream;
 use zeroize::Zeroizing;
 
 use crate::crypto::Implementation;
@@ -142,18 +143,38 @@ pub async fn ingest(
     let wanted = wanted_algorithms(&claims);
     let result = Arc::new(Mutex::new(None));
     let digesting = DigestingStream::new(body.unwrap_or_else(empty_blob), &wanted, claims.max_size, result.clone());
+    let plaintext = hash_in_own_task(digesting);
     let (stream, seal): (ByteStream, _) = match seal {
-        None => (Box::pin(digesting), None),
+        None => (Box::pin(plaintext), None),
         Some(plan) => {
             let sealer = Sealer::new(Implementation::DEFAULT, plan.data_key, plan.segment);
             let seal = SegmentSeal { salt: plan.segment.salt.to_vec(), part_number: plan.segment.part_number };
-            (Box::pin(SealingStream::new(digesting, sealer)), Some(seal))
+            (Box::pin(SealingStream::new(plaintext, sealer)), Some(seal))
         }
     };
     let staged = storage.write_data(stream).await.map_err(body_error)?;
     let digest = result.lock().expect("digest lock").take().ok_or_else(|| s3_error!(IncompleteBody))?;
     check_claims(&digest, &claims)?;
     Ok(Ingested { staged, digest, seal })
+}
+
+/// Chunks in flight between the hashing task and the sealing/writing one.
+const PIPELINE_DEPTH: usize = 8;
+
+/// Runs the body's receiving and hashing (MD5 costs more than AES-GCM here)
+/// in a task of its own, so that it proceeds on one core while sealing and
+/// writing proceed on another, instead of adding up.
+fn hash_in_own_task(mut digesting: DigestingStream) -> ReceiverStream<Result<Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
+    tokio::spawn(async move {
+        while let Some(item) = futures::StreamExt::next(&mut digesting).await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// Reads and discards what a refused request left of its body (within

@@ -2,9 +2,7 @@
 //! stream assembled from the object's stored parts.
 
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -119,7 +117,8 @@ pub(super) async fn content_stream(
         Some(Err(_)) => return Err(s3_error!(InternalError, "We encountered an internal error. Please try again.")),
         None => None,
     };
-    Ok(StreamingBlob::wrap(ChannelStream { first, rx }))
+    let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(StreamingBlob::wrap(futures::stream::iter(first.map(Ok)).chain(rest)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,13 +178,13 @@ async fn read_sealed(
             header_pending = false;
         }
         while index < chunks.end && buf.len() >= opener.stored_chunk_len(index) {
-            let mut chunk = buf.split_to(opener.stored_chunk_len(index)).to_vec();
-            opener.open_chunk(index, &mut chunk).map_err(|e| ReadError::Open(e.to_string()))?;
+            let stored_chunk = buf.split_to(opener.stored_chunk_len(index));
+            let plain = opener.open_chunk(index, stored_chunk).map_err(|e| ReadError::Open(e.to_string()))?;
             let chunk_start = index * format::CHUNK_LEN;
             let from = local.start.saturating_sub(chunk_start) as usize;
-            let to = ((local.end - chunk_start) as usize).min(chunk.len());
+            let to = ((local.end - chunk_start) as usize).min(plain.len());
             if from < to {
-                send(tx, Bytes::from(chunk).slice(from..to)).await?;
+                send(tx, plain.slice(from..to)).await?;
             }
             index += 1;
         }
@@ -194,23 +193,6 @@ async fn read_sealed(
         return Err(ReadError::Open(format!("segment ends before chunk {index}")));
     }
     Ok(())
-}
-
-/// The reader task's channel as a `Stream` that is also `Sync`, as s3s
-/// bodies must be, starting with the chunk already received.
-struct ChannelStream {
-    first: Option<Bytes>,
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-}
-
-impl futures::Stream for ChannelStream {
-    type Item = Result<Bytes, std::io::Error>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        self.rx.poll_recv(cx)
-    }
 }
 
 /// The response fields GET and HEAD share.
