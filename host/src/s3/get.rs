@@ -231,6 +231,31 @@ macro_rules! object_output {
     }};
 }
 
+/// GET and HEAD find, check and ask about the object the same way (their
+/// input types differ, the field names do not): the object, what of it to
+/// return, and the guest's decision.
+macro_rules! read_object {
+    ($gateway:expr, $req:expr, $operation:expr) => {{
+        let input = &$req.input;
+        let bucket = $gateway.owned_bucket(&$req, &input.bucket).await?;
+        let conditions = Conditions {
+            if_match: input.if_match.clone(),
+            if_none_match: input.if_none_match.clone(),
+            if_modified_since: input.if_modified_since.clone(),
+            if_unmodified_since: input.if_unmodified_since.clone(),
+        };
+        let range = input.range.as_ref();
+        let (object, view) = $gateway
+            .read_view(&input.bucket, &input.key, conditions, range, input.part_number, input.checksum_mode.as_ref())
+            .await?;
+        let mut ask = Ask::new($operation, &input.bucket, Some(&input.key), &$req.headers);
+        ask.bucket_state = Some(&bucket.encryption);
+        ask.target = object.sealing.as_ref();
+        let allowed = $gateway.consult(ask).await?;
+        (object, view, allowed)
+    }};
+}
+
 trait DefaultWith: Default {
     fn default_with(f: impl FnOnce(&mut Self)) -> Self {
         let mut value = Self::default();
@@ -268,32 +293,10 @@ impl Gateway {
     }
 
     pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let input = &req.input;
-        let bucket = self.owned_bucket(&req, &input.bucket).await?;
-        let conditions = Conditions {
-            if_match: input.if_match.clone(),
-            if_none_match: input.if_none_match.clone(),
-            if_modified_since: input.if_modified_since.clone(),
-            if_unmodified_since: input.if_unmodified_since.clone(),
-        };
-        let (object, view) = self
-            .read_view(
-                &input.bucket,
-                &input.key,
-                conditions,
-                input.range.as_ref(),
-                input.part_number,
-                input.checksum_mode.as_ref(),
-            )
-            .await?;
-        let mut ask = Ask::new(Operation::GetObject, &input.bucket, Some(&input.key), &req.headers);
-        ask.bucket_state = Some(&bucket.encryption);
-        ask.target = object.sealing.as_ref();
-        let allowed = self.consult(ask).await?;
+        let (object, view, allowed) = read_object!(self, req, Operation::GetObject);
         let range = view.selection.range.clone();
-        let body =
-            content_stream(self.storage.clone(), self.metrics.clone(), &object, range, allowed.open_with.as_ref())
-                .await?;
+        let key = allowed.open_with.as_ref();
+        let body = content_stream(self.storage.clone(), self.metrics.clone(), &object, range, key).await?;
         let mut output = object_output!(GetObjectOutput, &object, view);
         output.body = Some(body);
         let mut response = S3Response::new(output);
@@ -305,28 +308,7 @@ impl Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let input = &req.input;
-        let bucket = self.owned_bucket(&req, &input.bucket).await?;
-        let conditions = Conditions {
-            if_match: input.if_match.clone(),
-            if_none_match: input.if_none_match.clone(),
-            if_modified_since: input.if_modified_since.clone(),
-            if_unmodified_since: input.if_unmodified_since.clone(),
-        };
-        let (object, view) = self
-            .read_view(
-                &input.bucket,
-                &input.key,
-                conditions,
-                input.range.as_ref(),
-                input.part_number,
-                input.checksum_mode.as_ref(),
-            )
-            .await?;
-        let mut ask = Ask::new(Operation::HeadObject, &input.bucket, Some(&input.key), &req.headers);
-        ask.bucket_state = Some(&bucket.encryption);
-        ask.target = object.sealing.as_ref();
-        let allowed = self.consult(ask).await?;
+        let (object, view, allowed) = read_object!(self, req, Operation::HeadObject);
         let mut response = S3Response::new(object_output!(HeadObjectOutput, &object, view));
         response.headers.extend(allowed.response_headers);
         Ok(response)
