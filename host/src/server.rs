@@ -125,9 +125,23 @@ fn build_s3_service(settings: &Settings, gateway: Gateway, users: Users) -> anyh
     if let Some(domain) = &settings.domain {
         let host =
             s3s::host::SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
-        builder.set_host(host);
+        builder.set_host(AnyPort(host));
     }
     Ok(builder.build())
+}
+
+/// Virtual-hosted style under `--domain`, whatever port the client put in
+/// `Host` (s3s's `SingleDomain` matches the port as part of the domain).
+struct AnyPort(s3s::host::SingleDomain);
+
+impl s3s::host::S3Host for AnyPort {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let without_port = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        self.0.parse_host_header(without_port)
+    }
 }
 
 fn announce(settings: &Settings, main: &auth::MainCredentials, s3: SocketAddr, admin: SocketAddr) {

@@ -83,6 +83,10 @@ def _force_trailer_checksums(model, params, **_):
         algorithm["in"] = "trailer"
 
 
+# Virtual-hosted-style requests name the bucket in Host: <bucket>.<domain>.
+VIRTUAL_HOST_DOMAIN = "s3.sealgate.test"
+
+
 class Gateway:
     """One sealgate process plus its data dir and (separate) local KMS dir."""
 
@@ -128,6 +132,7 @@ class Gateway:
             "--access-key", self.access_key,
             "--secret-key", self.secret_key,
             "--admin-token", self.admin_token,
+            "--domain", VIRTUAL_HOST_DOMAIN,
             "--region", self.region,
         ]
         if self.users_file is not None:
