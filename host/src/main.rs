@@ -21,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// One value per process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (S3 listener and admin listener)

@@ -74,7 +74,7 @@ struct LoadedPolicy {
 /// A guest's answer, checked and with its key handles resolved.
 pub enum Verdict {
     Deny { status: u16, code: String, message: String },
-    Allow(Allowed),
+    Allow(Box<Allowed>),
 }
 
 #[derive(Default)]
@@ -396,12 +396,12 @@ fn resolve(
         created_keys: std::mem::take(&mut state.created_keys),
         destroy_keys: std::mem::take(&mut state.destroy_after_commit),
     };
-    Ok(Verdict::Allow(Allowed {
+    Ok(Verdict::Allow(Box::new(Allowed {
         bucket_state: effects.bucket_state,
         seal_with,
         open_with,
         report_algorithm: effects.report_algorithm,
         response_headers,
         after,
-    }))
+    })))
 }

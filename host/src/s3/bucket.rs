@@ -87,7 +87,7 @@ impl Gateway {
                 });
             }
         }
-        let output = CreateBucketOutput { location: Some(format!("/{bucket}")), ..Default::default() };
+        let output = CreateBucketOutput { location: Some(format!("/{bucket}")) };
         Ok(S3Response::new(output))
     }
 

@@ -70,7 +70,6 @@ impl Gateway {
                 kms_master_key_id: None,
             }),
             bucket_key_enabled: Some(false),
-            ..Default::default()
         };
         let config = ServerSideEncryptionConfiguration { rules: vec![rule] };
         Ok(S3Response::new(GetBucketEncryptionOutput { server_side_encryption_configuration: Some(config) }))

@@ -83,7 +83,7 @@ impl Gateway {
             }),
         };
         match self.policy.evaluate(request, contexts).await {
-            Ok(Verdict::Allow(allowed)) => Ok(allowed),
+            Ok(Verdict::Allow(allowed)) => Ok(*allowed),
             Ok(Verdict::Deny { status, code, message }) => Err(denial(status, code, message)),
             Err(_) => Err(s3_error!(InternalError, "We encountered an internal error. Please try again.")),
         }

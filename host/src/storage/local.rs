@@ -186,7 +186,7 @@ impl LocalStorage {
             .map_err(|e| StorageError::Metadata(format!("metadata task failed: {e}")))?
     }
 
-    async fn delete_segments_later(self: &Self, segments: Vec<DataSegment>) {
+    async fn delete_segments_later(&self, segments: Vec<DataSegment>) {
         if segments.is_empty() {
             return;
         }
