@@ -381,7 +381,7 @@ impl Storage for LocalStorage {
         let tmp_path = self.tmp_dir.join(&id);
         let final_path = self.data_path(&id)?;
         // Removes the temp file on every early return, including a body error.
-        let tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
+        let mut tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp_path).await?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut size = 0u64;
@@ -401,7 +401,7 @@ impl Storage for LocalStorage {
         })
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-        std::mem::forget(tmp_guard);
+        tmp_guard.0 = None; // renamed into place: nothing to remove
         let segment = DataSegment { data_id: id, stored_size: size };
         Ok(StagedData::new(segment, move || {
             let _ = std::fs::remove_file(final_path);
