@@ -98,18 +98,20 @@ impl Kms for LocalKms {
 
     async fn create_key(&self, _bucket: &str) -> Result<String, KmsError> {
         let key_id = format!("{KEY_ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let mut key = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(key.as_mut_slice());
+        let key = super::random_data_key();
         let path = self.key_path(&key_id)?;
         write_private_file(&path, key.as_slice()).map_err(|e| KmsError::Unavailable(format!("writing key: {e}")))?;
         self.cache.lock().expect("key cache lock").insert(key_id.clone(), key);
         Ok(key_id)
     }
 
-    async fn generate_data_key(&self, key_id: &str, context: &KeyContext) -> Result<DataKey, KmsError> {
+    async fn wrap_data_key(
+        &self,
+        key_id: &str,
+        plaintext: &[u8; 32],
+        context: &KeyContext,
+    ) -> Result<Vec<u8>, KmsError> {
         let master = self.master_key(key_id)?;
-        let mut plaintext = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(plaintext.as_mut_slice());
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut sealed = plaintext.to_vec();
@@ -120,7 +122,7 @@ impl Kms for LocalKms {
         wrapped.push(WRAP_VERSION);
         wrapped.extend_from_slice(&nonce);
         wrapped.extend_from_slice(&sealed);
-        Ok(DataKey { key_id: key_id.to_owned(), plaintext, wrapped })
+        Ok(wrapped)
     }
 
     async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], context: &KeyContext) -> Result<DataKey, KmsError> {

@@ -28,6 +28,9 @@ impl Kms for SelfTestKms {
     async fn generate_data_key(&self, key_id: &str, _context: &KeyContext) -> Result<DataKey, KmsError> {
         Ok(DataKey { key_id: key_id.to_owned(), plaintext: Zeroizing::new([7; 32]), wrapped: vec![1, 2, 3] })
     }
+    async fn wrap_data_key(&self, _key_id: &str, _key: &[u8; 32], _context: &KeyContext) -> Result<Vec<u8>, KmsError> {
+        Ok(vec![1, 2, 3])
+    }
     async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], _context: &KeyContext) -> Result<DataKey, KmsError> {
         Ok(DataKey { key_id: key_id.to_owned(), plaintext: Zeroizing::new([7; 32]), wrapped: wrapped.to_vec() })
     }
