@@ -425,6 +425,23 @@ impl Storage for LocalStorage {
         Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK)))
     }
 
+    fn read_data_blocking(
+        &self,
+        segment: &DataSegment,
+        range: Range<u64>,
+    ) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(self.data_path(&segment.data_id)?)?;
+        if file.metadata()?.len() != segment.stored_size {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stored data has the wrong length",
+            )));
+        }
+        file.seek(std::io::SeekFrom::Start(range.start))?;
+        Ok(Box::new(file.take(range.end - range.start)))
+    }
+
     async fn commit_object(
         &self,
         bucket: &str,
