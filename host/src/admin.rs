@@ -8,8 +8,10 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::token_matches;
+use crate::kms::KmsError;
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
+use crate::rotation::{Rotation, RotationError};
 use crate::storage::Storage;
 
 pub struct Admin {
@@ -64,7 +66,10 @@ impl Admin {
                 serde_json::to_string(&self.policy.info()).unwrap_or_default(),
             ),
             (&Method::PUT, "/policy") => self.load_policy(req).await,
-            (_, "/health" | "/metrics" | "/policy") => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            (&Method::POST, "/kms/rewrap") => self.rewrap(req.uri().query().unwrap_or("")).await,
+            (_, "/health" | "/metrics" | "/policy" | "/kms/rewrap") => {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
     }
@@ -84,6 +89,36 @@ impl Admin {
         match self.policy.load(body.to_vec(), "PUT /policy".into()).await {
             Ok(info) => reply(StatusCode::OK, "application/json", serde_json::to_string(&info).unwrap_or_default()),
             Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        }
+    }
+
+    /// `POST /kms/rewrap?bucket=B[&keep_old_key=true]`: key rotation, see
+    /// [`crate::rotation`]. Answers when the run is over.
+    async fn rewrap(&self, query: &str) -> Response<Full<Bytes>> {
+        let mut bucket = None;
+        let mut keep_old_key = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=').unwrap_or((pair, "")) {
+                ("bucket", name) => bucket = Some(name.to_owned()),
+                ("keep_old_key", value) => keep_old_key = matches!(value, "true" | "1" | ""),
+                (other, _) => return json_error(StatusCode::BAD_REQUEST, &format!("unknown parameter {other:?}")),
+            }
+        }
+        let Some(bucket) = bucket.filter(|b| !b.is_empty()) else {
+            return json_error(StatusCode::BAD_REQUEST, "the bucket parameter is required");
+        };
+        let rotation = Rotation { storage: self.storage.clone(), kms: self.policy.kms().clone() };
+        match rotation.rewrap_bucket(&bucket, keep_old_key).await {
+            Ok(report) => reply(StatusCode::OK, "application/json", serde_json::to_string(&report).unwrap_or_default()),
+            Err(e) => {
+                let status = match &e {
+                    RotationError::NoSuchBucket => StatusCode::NOT_FOUND,
+                    RotationError::NoMasterKey => StatusCode::CONFLICT,
+                    RotationError::Kms(KmsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                json_error(status, &format!("rewrap of {bucket}: {e}"))
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -64,9 +65,49 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// KMS backend holding the bucket master keys: `local` [default: local]
+    /// KMS backend holding the bucket master keys: `local`, `kmip` or `aws` [default: local]
     #[arg(long, env = "SEALGATE_KMS")]
     pub kms: Option<String>,
+
+    /// Time limit of one KMS call, in milliseconds; a KMS slower than this is unavailable [default: 5000]
+    #[arg(long, env = "SEALGATE_KMS_TIMEOUT_MS")]
+    pub kms_timeout_ms: Option<u64>,
+
+    /// KMIP servers as comma-separated host:port, tried in order (--kms kmip)
+    #[arg(long, env = "SEALGATE_KMIP_ENDPOINTS")]
+    pub kmip_endpoints: Option<String>,
+
+    /// PEM bundle of the CA(s) that signed the KMIP server certificate
+    #[arg(long, env = "SEALGATE_KMIP_CA")]
+    pub kmip_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to the KMIP server
+    #[arg(long, env = "SEALGATE_KMIP_CERT")]
+    pub kmip_cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate
+    #[arg(long, env = "SEALGATE_KMIP_KEY")]
+    pub kmip_key: Option<PathBuf>,
+
+    /// Name expected in the KMIP server certificate [default: the endpoint's host]
+    #[arg(long, env = "SEALGATE_KMIP_SERVER_NAME")]
+    pub kmip_server_name: Option<String>,
+
+    /// AWS KMS endpoint URL, e.g. a VPC endpoint or a compatible KMS [default: the region's AWS endpoint] (--kms aws)
+    #[arg(long, env = "SEALGATE_AWS_KMS_ENDPOINT")]
+    pub aws_kms_endpoint: Option<String>,
+
+    /// AWS region of the KMS [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = "SEALGATE_AWS_KMS_REGION")]
+    pub aws_kms_region: Option<String>,
+
+    /// Access key id for AWS KMS [default: the AWS SDK's credential chain]
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub aws_access_key_id: Option<String>,
+
+    /// Secret access key for AWS KMS
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
 
     /// Policy module (a sealgate:policy@1.0.0 component) to start with and to re-read on SIGHUP [default: the embedded default module]
     #[arg(long, env = "SEALGATE_POLICY")]
@@ -93,22 +134,78 @@ pub struct Settings {
     pub domain: Option<String>,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
-    pub kms: KmsBackend,
+    pub kms: KmsSettings,
+    pub kms_timeout: Duration,
     pub policy: Option<PathBuf>,
-    pub kms_local_dir: PathBuf,
     pub multipart_expiry_hours: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KmsBackend {
-    Local,
+/// The KMS backend and what it needs to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KmsSettings {
+    Local { dir: PathBuf },
+    Kmip { endpoints: Vec<String>, ca: PathBuf, cert: PathBuf, key: PathBuf, server_name: Option<String> },
+    Aws { endpoint: Option<String>, region: String, access_key_id: Option<String>, secret_access_key: Option<String> },
 }
 
-fn kms_backend(name: Option<&str>) -> Result<KmsBackend, ConfigError> {
-    match name.unwrap_or("local") {
-        "local" => Ok(KmsBackend::Local),
-        other @ ("kmip" | "aws") => {
-            Err(ConfigError::Invalid(format!("--kms {other} is not implemented in this build yet; use local")))
+impl std::fmt::Debug for KmsSettings {
+    /// Never shows the AWS secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KmsSettings::Local { dir } => f.debug_struct("Local").field("dir", dir).finish(),
+            KmsSettings::Kmip { endpoints, server_name, .. } => {
+                f.debug_struct("Kmip").field("endpoints", endpoints).field("server_name", server_name).finish()
+            }
+            KmsSettings::Aws { endpoint, region, .. } => {
+                f.debug_struct("Aws").field("endpoint", endpoint).field("region", region).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+fn required<T>(value: Option<T>, flag: &str, env: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::Invalid(format!("--kms kmip needs --{flag} (or {env})")))
+}
+
+fn kms_settings(args: &ServeArgs) -> Result<KmsSettings, ConfigError> {
+    match args.kms.as_deref().unwrap_or("local") {
+        "local" => Ok(KmsSettings::Local { dir: args.kms_local_dir.clone().unwrap_or_else(|| "./data-kms".into()) }),
+        "kmip" => {
+            let endpoints: Vec<String> =
+                required(args.kmip_endpoints.as_deref(), "kmip-endpoints", "SEALGATE_KMIP_ENDPOINTS")?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            if endpoints.is_empty() {
+                return Err(ConfigError::Invalid("--kmip-endpoints names no server".into()));
+            }
+            Ok(KmsSettings::Kmip {
+                endpoints,
+                ca: required(args.kmip_ca.clone(), "kmip-ca", "SEALGATE_KMIP_CA")?,
+                cert: required(args.kmip_cert.clone(), "kmip-cert", "SEALGATE_KMIP_CERT")?,
+                key: required(args.kmip_key.clone(), "kmip-key", "SEALGATE_KMIP_KEY")?,
+                server_name: args.kmip_server_name.clone(),
+            })
+        }
+        "aws" => {
+            if args.aws_access_key_id.is_some() != args.aws_secret_access_key.is_some() {
+                return Err(ConfigError::Invalid(
+                    "give both --aws-access-key-id and --aws-secret-access-key, or neither".into(),
+                ));
+            }
+            let region = args
+                .aws_kms_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".into());
+            Ok(KmsSettings::Aws {
+                endpoint: args.aws_kms_endpoint.clone(),
+                region,
+                access_key_id: args.aws_access_key_id.clone(),
+                secret_access_key: args.aws_secret_access_key.clone(),
+            })
         }
         other => Err(ConfigError::Invalid(format!("unknown --kms {other:?}; expected local, kmip or aws"))),
     }
@@ -126,6 +223,7 @@ impl ServeArgs {
         if merged.access_key.is_some() != merged.secret_key.is_some() {
             return Err(ConfigError::Invalid("give both --access-key and --secret-key, or neither".into()));
         }
+        let kms = kms_settings(&merged)?;
         Ok(Settings {
             listen: merged.listen.unwrap_or(([127, 0, 0, 1], 9000).into()),
             data_dir: merged.data_dir.unwrap_or_else(|| "./data".into()),
@@ -136,9 +234,9 @@ impl ServeArgs {
             domain: merged.domain,
             admin_listen: merged.admin_listen.unwrap_or(([127, 0, 0, 1], 9001).into()),
             admin_token: merged.admin_token,
-            kms: kms_backend(merged.kms.as_deref())?,
+            kms,
+            kms_timeout: Duration::from_millis(merged.kms_timeout_ms.unwrap_or(5000).max(1)),
             policy: merged.policy,
-            kms_local_dir: merged.kms_local_dir.unwrap_or_else(|| "./data-kms".into()),
             multipart_expiry_hours: merged.multipart_expiry_hours.unwrap_or(168),
         })
     }
@@ -156,6 +254,16 @@ impl ServeArgs {
             admin_listen: self.admin_listen.or(file.admin_listen),
             admin_token: self.admin_token.or(file.admin_token),
             kms: self.kms.or(file.kms),
+            kms_timeout_ms: self.kms_timeout_ms.or(file.kms_timeout_ms),
+            kmip_endpoints: self.kmip_endpoints.or(file.kmip_endpoints),
+            kmip_ca: self.kmip_ca.or(file.kmip_ca),
+            kmip_cert: self.kmip_cert.or(file.kmip_cert),
+            kmip_key: self.kmip_key.or(file.kmip_key),
+            kmip_server_name: self.kmip_server_name.or(file.kmip_server_name),
+            aws_kms_endpoint: self.aws_kms_endpoint.or(file.aws_kms_endpoint),
+            aws_kms_region: self.aws_kms_region.or(file.aws_kms_region),
+            aws_access_key_id: self.aws_access_key_id.or(file.aws_access_key_id),
+            aws_secret_access_key: self.aws_secret_access_key.or(file.aws_secret_access_key),
             policy: self.policy.or(file.policy),
             kms_local_dir: self.kms_local_dir.or(file.kms_local_dir),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
@@ -191,6 +299,46 @@ mod tests {
         std::fs::write(&path, "lsiten = \"x\"\n").unwrap();
         let args = ServeArgs { config: Some(path), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn kmip_settings_come_from_the_file_and_need_all_three_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealgate.toml");
+        let text = "kms = \"kmip\"\nkmip-endpoints = \"kms1:5696, kms2:5696\"\nkmip-ca = \"/ca.pem\"\n\
+                    kmip-cert = \"/c.pem\"\nkmip-key = \"/k.pem\"\n";
+        std::fs::write(&path, text).unwrap();
+        let settings = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        match settings.kms {
+            KmsSettings::Kmip { endpoints, key, .. } => {
+                assert_eq!(endpoints, ["kms1:5696", "kms2:5696"]);
+                assert_eq!(key, PathBuf::from("/k.pem"));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, "kms = \"kmip\"\nkmip-endpoints = \"kms1:5696\"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("--kmip-ca"), "{err}");
+    }
+
+    #[test]
+    fn aws_settings_take_explicit_region_and_endpoint() {
+        let args = ServeArgs {
+            kms: Some("aws".into()),
+            aws_kms_endpoint: Some("http://127.0.0.1:5000".into()),
+            aws_kms_region: Some("eu-central-1".into()),
+            ..Default::default()
+        };
+        match args.resolve().unwrap().kms {
+            KmsSettings::Aws { endpoint, region, access_key_id, .. } => {
+                assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+                assert_eq!(region, "eu-central-1");
+                assert_eq!(access_key_id, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let half = ServeArgs { kms: Some("aws".into()), aws_access_key_id: Some("a".into()), ..Default::default() };
+        assert!(half.resolve().is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! → `auth` (who is calling) → `s3` (one S3 concern per file) → `policy`
 //! (the rules, a sandboxed WebAssembly guest) → `kms` (the customer's keys)
 //! → `crypto` (sealed chunks) → `storage` (objects on disk). `admin` is the
-//! operator's port, `config` the settings, `metrics` what it counts.
+//! operator's port (with `rotation`, key rotation), `config` the settings,
+//! `metrics` what it counts.
 
 pub mod admin;
 pub mod admin_client;
@@ -14,6 +15,7 @@ pub mod crypto;
 pub mod kms;
 pub mod metrics;
 pub mod policy;
+pub mod rotation;
 pub mod s3;
 pub mod server;
 pub mod storage;

@@ -30,6 +30,37 @@ enum Command {
     /// Manage the policy module of a running gateway
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Key management on a running gateway
+    #[command(subcommand)]
+    Kms(KmsCommand),
+}
+
+/// Where the running gateway's admin listener is.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Admin listener of the gateway
+    #[arg(long, env = "SEALGATE_ADMIN_URL", default_value = "http://127.0.0.1:9001")]
+    admin_url: String,
+    /// Its bearer token (in the gateway's data dir as `admin-token` when generated)
+    #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+#[derive(Subcommand)]
+enum KmsCommand {
+    /// Rotate a bucket's master key: create a new one in the same KMS, re-wrap every data key of the
+    /// bucket under it (object data is not rewritten), then destroy the old key. Objects stay readable
+    /// throughout; an interrupted run is resumed by running it again.
+    Rewrap {
+        /// The bucket whose master key is rotated
+        #[arg(long)]
+        bucket: String,
+        /// Leave the old master key in the KMS (destroy it there yourself later)
+        #[arg(long)]
+        keep_old_key: bool,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
 }
 
 #[derive(Subcommand)]
@@ -39,12 +70,8 @@ enum PolicyCommand {
     Load {
         /// The component file, e.g. target/policies/encrypt-all.wasm
         file: std::path::PathBuf,
-        /// Admin listener of the gateway
-        #[arg(long, env = "SEALGATE_ADMIN_URL", default_value = "http://127.0.0.1:9001")]
-        admin_url: String,
-        /// Its bearer token (in the gateway's data dir as `admin-token` when generated)
-        #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
+        #[command(flatten)]
+        admin: AdminTarget,
     },
 }
 
@@ -67,9 +94,13 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&cli.log_format);
     match cli.command {
         Command::Serve(args) => server::serve(args.resolve()?).await,
-        Command::Policy(PolicyCommand::Load { file, admin_url, admin_token }) => {
+        Command::Policy(PolicyCommand::Load { file, admin }) => {
             let module = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            println!("{}", admin_client::load_policy(&admin_url, &admin_token, module).await?);
+            println!("{}", admin_client::load_policy(&admin.admin_url, &admin.admin_token, module).await?);
+            Ok(())
+        }
+        Command::Kms(KmsCommand::Rewrap { bucket, keep_old_key, admin }) => {
+            println!("{}", admin_client::rewrap(&admin.admin_url, &admin.admin_token, &bucket, keep_old_key).await?);
             Ok(())
         }
     }

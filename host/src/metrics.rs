@@ -17,6 +17,25 @@ pub struct OperationLabels {
     pub operation: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KmsCallLabels {
+    pub backend: String,
+    pub operation: String,
+    /// `ok`, or the error's code (`unavailable`, `refused`, `invalid`).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KmsOperationLabels {
+    pub backend: String,
+    pub operation: String,
+}
+
+fn kms_latency_histogram() -> Histogram {
+    // 0.1 ms … ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -34,6 +53,8 @@ pub struct Metrics {
     policy_evaluation: Histogram,
     policy_swap: Histogram,
     decrypt_failures: Counter,
+    kms_calls: Family<KmsCallLabels, Counter>,
+    kms_latency: Family<KmsOperationLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -76,7 +97,18 @@ impl Default for Metrics {
             "Sealed chunks that failed authentication on read",
             decrypt_failures.clone(),
         );
+        let kms_calls = Family::<KmsCallLabels, Counter>::default();
+        let kms_latency =
+            Family::<KmsOperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(kms_latency_histogram);
+        registry.register("kms_calls", "KMS calls by backend, operation and outcome", kms_calls.clone());
+        registry.register(
+            "kms_call_duration_seconds",
+            "KMS call latency by backend and operation",
+            kms_latency.clone(),
+        );
         Self {
+            kms_calls,
+            kms_latency,
             decrypt_failures,
             registry,
             requests,
@@ -119,6 +151,18 @@ impl Metrics {
 
     pub fn policy_evaluated(&self, seconds: f64) {
         self.policy_evaluation.observe(seconds);
+    }
+
+    pub fn kms_called(&self, backend: &str, operation: &str, outcome: &str, seconds: f64) {
+        let (backend, operation) = (backend.to_owned(), operation.to_owned());
+        self.kms_calls
+            .get_or_create(&KmsCallLabels {
+                backend: backend.clone(),
+                operation: operation.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.kms_latency.get_or_create(&KmsOperationLabels { backend, operation }).observe(seconds);
     }
 
     pub fn render(&self) -> String {

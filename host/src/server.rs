@@ -20,10 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::auth::{self, OperationSlot, SignedOnly, Users};
-use crate::config::{KmsBackend, Settings};
+use crate::config::{KmsSettings, Settings};
 use crate::crypto::{self, Implementation};
 use crate::kms::Kms;
+use crate::kms::aws::{AwsKms, AwsKmsConfig};
 use crate::kms::local::LocalKms;
+use crate::kms::metered::MeteredKms;
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
 use crate::s3::Gateway;
@@ -43,7 +45,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let users = Users::load(&main.pair, settings.users_file.as_deref())?;
     let admin_token = auth::admin_token(&settings)?;
     let metrics = Arc::new(Metrics::default());
-    let kms = open_kms(&settings)?;
+    let kms = open_kms(&settings, metrics.clone())?;
     let module = match &settings.policy {
         Some(path) => Some((read_module(path)?, path.display().to_string())),
         None => None,
@@ -87,10 +89,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_kms(settings: &Settings) -> anyhow::Result<Arc<dyn Kms>> {
-    match settings.kms {
-        KmsBackend::Local => Ok(Arc::new(LocalKms::open(&settings.kms_local_dir, &settings.data_dir)?)),
-    }
+/// Opens the configured backend. A remote KMS need not be up yet: the
+/// gateway starts, reports it in /health and fails encrypted requests closed.
+fn open_kms(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Kms>> {
+    let backend: Arc<dyn Kms> = match &settings.kms {
+        KmsSettings::Local { dir } => Arc::new(LocalKms::open(dir, &settings.data_dir)?),
+        KmsSettings::Kmip { .. } => anyhow::bail!("--kms kmip: not wired yet"),
+        KmsSettings::Aws { endpoint, region, access_key_id, secret_access_key } => {
+            let mut config = AwsKmsConfig::new(region.clone());
+            config.endpoint = endpoint.clone();
+            config.access_key_id = access_key_id.clone();
+            config.secret_access_key = secret_access_key.clone();
+            config.call_timeout = settings.kms_timeout;
+            config.attempt_timeout = config.attempt_timeout.min(settings.kms_timeout);
+            config.connect_timeout = config.connect_timeout.min(settings.kms_timeout);
+            Arc::new(AwsKms::new(config)?)
+        }
+    };
+    tracing::info!(backend = backend.backend(), settings = ?settings.kms, "KMS");
+    Ok(Arc::new(MeteredKms::new(backend, metrics, settings.kms_timeout)))
 }
 
 fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {

@@ -8,7 +8,7 @@ use super::Gateway;
 use super::error::OrS3;
 use super::policy::Ask;
 use crate::policy::{Allowed, Operation};
-use crate::storage::{BucketEncryption, BucketRecord};
+use crate::storage::BucketRecord;
 
 /// The one algorithm a configuration asks for; None when it is not exactly
 /// one rule with a default (the guest then answers MalformedXML).
@@ -23,7 +23,9 @@ impl Gateway {
     /// Stores the bucket setting a decision returned, then settles its KMS side effects.
     async fn apply_bucket_state(&self, mut bucket: BucketRecord, allowed: Allowed) -> S3Result<()> {
         if let Some(state) = &allowed.bucket_state {
-            bucket.encryption = BucketEncryption { encrypted: state.encrypted, key_id: state.key_id.clone() };
+            // Field by field: a key rotation in progress (`rotating_from`) stays.
+            bucket.encryption.encrypted = state.encrypted;
+            bucket.encryption.key_id = state.key_id.clone();
         }
         match self.storage.update_bucket(bucket).await.or_s3() {
             Ok(()) => {

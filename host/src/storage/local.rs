@@ -527,6 +527,62 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn replace_object_sealing(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: &Sealing,
+        new: Sealing,
+    ) -> Result<bool, StorageError> {
+        let (db_key, expected) = (object_key(bucket, key), expected.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let replaced = {
+                let mut objects = txn.open_table(OBJECTS)?;
+                let current = objects.get(db_key.as_slice())?.map(|v| decode::<ObjectRecord>(v.value())).transpose()?;
+                match current {
+                    Some(mut object) if object.sealing.as_ref() == Some(&expected) => {
+                        object.sealing = Some(new);
+                        objects.insert(db_key.as_slice(), encode(&object).as_slice())?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            txn.commit()?;
+            Ok(replaced)
+        })
+        .await
+    }
+
+    async fn replace_upload_sealing(
+        &self,
+        upload_id: &str,
+        expected: &Sealing,
+        new: Sealing,
+    ) -> Result<bool, StorageError> {
+        let (upload_id, expected) = (upload_id.to_owned(), expected.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let replaced = {
+                let mut uploads = txn.open_table(UPLOADS)?;
+                let current =
+                    uploads.get(upload_id.as_str())?.map(|v| decode::<UploadRecord>(v.value())).transpose()?;
+                match current {
+                    Some(mut upload) if upload.sealing.as_ref() == Some(&expected) => {
+                        upload.sealing = Some(new);
+                        uploads.insert(upload_id.as_str(), encode(&upload).as_slice())?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            txn.commit()?;
+            Ok(replaced)
+        })
+        .await
+    }
+
     async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
         let upload_id = upload_id.to_owned();
         self.blocking(move |db| {

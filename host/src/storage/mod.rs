@@ -137,6 +137,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StorageError>;
 
+    /// Key rotation: replaces the object's sealing if it still is
+    /// `expected`. False when the object was replaced or deleted meanwhile.
+    async fn replace_object_sealing(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: &Sealing,
+        new: Sealing,
+    ) -> Result<bool, StorageError>;
+
     async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError>;
     async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError>;
     /// Adds or replaces a part of a pending upload.
@@ -147,4 +157,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
+    /// Key rotation: as [`Storage::replace_object_sealing`], for an upload.
+    async fn replace_upload_sealing(
+        &self,
+        upload_id: &str,
+        expected: &Sealing,
+        new: Sealing,
+    ) -> Result<bool, StorageError>;
 }

@@ -24,6 +24,10 @@ pub struct BucketEncryption {
     /// The bucket master key's id in the KMS. Kept after encryption is
     /// turned off: objects sealed before still need it.
     pub key_id: Option<String>,
+    /// The key a rotation in progress moves data keys away from; `key_id`
+    /// is already the new one. Cleared when every data key is re-wrapped.
+    #[serde(default)]
+    pub rotating_from: Option<String>,
 }
 
 /// How an object's (or upload's) data is sealed: the data key, wrapped by
