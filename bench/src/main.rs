@@ -3,6 +3,7 @@
 //! same gateway). Numbers, never pass/fail: the machine is noisy.
 
 mod gateway;
+mod kms_servers;
 mod micro;
 
 use std::time::{Duration, Instant};
@@ -152,6 +153,44 @@ async fn main() -> Result<()> {
     println!("gateway peak RSS after these runs: {} MiB", gw.peak_rss_mib()?);
     drop(gw);
 
+    kms_backends(seconds).await?;
     gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await?;
+    Ok(())
+}
+
+/// 4 KiB ops on an encrypted bucket with each KMS backend (one KMS round
+/// trip per PUT and per GET), and each backend's mean round trip per call
+/// from the gateway's own metrics.
+async fn kms_backends(seconds: u64) -> Result<()> {
+    println!("\n## KMS backends (encrypted bucket, 4 KiB objects, 16 clients)\n");
+    println!("| KMS | PUT ops/s | GET ops/s | PUT ÷ local | GET ÷ local | generate data key, mean | unwrap, mean |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut local = None;
+    for backend in ["local", "kmip", "aws"] {
+        let server = match backend {
+            "kmip" => Some(kms_servers::KmsServer::kmip()?),
+            "aws" => Some(kms_servers::KmsServer::moto()?),
+            _ => None,
+        };
+        let args: Vec<&str> = server.iter().flat_map(|s| s.gateway_args.iter().map(String::as_str)).collect();
+        let gw = Gateway::start(&args)?;
+        let s3 = gw.client();
+        gw.create_buckets(&s3).await?;
+        let put = small_ops(&s3, "sealed", 16, seconds, false).await?;
+        let get = small_ops(&s3, "sealed", 16, seconds, true).await?;
+        let m = gw.metrics().await?;
+        let mean_ms = |op: &str| {
+            1000.0 * m.labelled("sealgate_kms_call_duration_seconds_sum", op)
+                / m.labelled("sealgate_kms_call_duration_seconds_count", op).max(1.0)
+        };
+        let (local_put, local_get) = *local.get_or_insert((put, get));
+        println!(
+            "| {backend} | {put:.0} | {get:.0} | {:.2} | {:.2} | {:.2} ms | {:.2} ms |",
+            put / local_put,
+            get / local_get,
+            mean_ms("generate_data_key"),
+            mean_ms("unwrap_data_key")
+        );
+    }
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::config::{KmsSettings, Settings};
 use crate::crypto::{self, Implementation};
 use crate::kms::Kms;
 use crate::kms::aws::{AwsKms, AwsKmsConfig};
+use crate::kms::kmip::{KmipConfig, KmipKms};
 use crate::kms::local::LocalKms;
 use crate::kms::metered::MeteredKms;
 use crate::metrics::Metrics;
@@ -94,7 +95,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 fn open_kms(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Kms>> {
     let backend: Arc<dyn Kms> = match &settings.kms {
         KmsSettings::Local { dir } => Arc::new(LocalKms::open(dir, &settings.data_dir)?),
-        KmsSettings::Kmip { .. } => anyhow::bail!("--kms kmip: not wired yet"),
+        KmsSettings::Kmip { endpoints, ca, cert, key, server_name } => {
+            let mut config = KmipConfig::new(endpoints.clone(), ca.clone(), cert.clone(), key.clone());
+            config.server_name = server_name.clone();
+            config.call_timeout = settings.kms_timeout;
+            config.connect_timeout = config.connect_timeout.min(settings.kms_timeout);
+            Arc::new(KmipKms::new(config)?)
+        }
         KmsSettings::Aws { endpoint, region, access_key_id, secret_access_key } => {
             let mut config = AwsKmsConfig::new(region.clone());
             config.endpoint = endpoint.clone();
@@ -231,6 +238,8 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
     let method = req.method().clone();
     let bucket = bucket_of(req.uri().path());
     let bytes_in = header_u64(req.headers(), hyper::header::CONTENT_LENGTH);
+    let expects_continue =
+        req.headers().get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
     let mut res = match s3.call(req.map(Body::from)).await {
         Ok(res) => res,
@@ -250,7 +259,12 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
     let operation = slot.0.get().map_or("Unresolved", String::as_str);
     // Refused before routing (e.g. a bad signature): the body was never
     // read, so the connection cannot carry another request; say so.
-    if status >= 400 && operation == "Unresolved" && bytes_in > 0 {
+    //
+    // An empty body with `Expect: 100-continue` gets its final response
+    // without a 100 (hyper's choice, and valid HTTP), but botocore then
+    // keeps that response's status line for the connection's next Expect
+    // request and hangs on it: close such connections so boto3 reconnects.
+    if (status >= 400 && operation == "Unresolved" && bytes_in > 0) || (expects_continue && bytes_in == 0) {
         res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
     }
     let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,8 @@ import requests
 from botocore.config import Config
 
 import helpers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealgate"
@@ -90,8 +93,10 @@ VIRTUAL_HOST_DOMAIN = "s3.sealgate.test"
 class Gateway:
     """One sealgate process plus its data dir and (separate) local KMS dir."""
 
-    def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML):
+    def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML, kms_args: list[str] | None = None):
         self.base_dir = Path(base_dir)
+        # Flags choosing and configuring the KMS backend (local when empty).
+        self.kms_args = list(kms_args or [])
         self.data_dir = self.base_dir / "data"
         self.kms_dir = self.base_dir / "kms"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +144,7 @@ class Gateway:
             cmd += ["--users", str(self.users_file)]
         # The local KMS key store always lives outside the data dir.
         cmd += ["--kms-local-dir", str(self.kms_dir)]
-        return cmd
+        return cmd + self.kms_args
 
     def start(self) -> None:
         assert self.proc is None, "gateway already running"
@@ -148,8 +153,8 @@ class Gateway:
         log.flush()
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            # Only the flags configure the server: drop any SEALGATE_* settings.
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("SEALGATE_")},
+            # Only the flags configure the server: drop any SEALGATE_* and AWS_* settings.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith(("SEALGATE_", "AWS_"))},
                  "RUST_BACKTRACE": "1"},
         )
         log.close()

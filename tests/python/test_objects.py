@@ -141,3 +141,14 @@ def test_key_length_limit(s3, bucket):
     expect_error(lambda: put(s3, bucket, "k" * 1025, b"too long"), "KeyTooLongError", 400)
     expect_error(lambda: put(s3, bucket, "é" * 512 + "x", b"too long"), "KeyTooLongError", 400)
     assert sorted(all_keys(s3, bucket)) == sorted([ok_key, utf8_key])
+
+
+def test_an_empty_put_then_a_non_empty_put_on_one_boto3_connection(gateway, bucket):
+    """boto3 sends `Expect: 100-continue` with every PutObject. An empty body
+    gets its final answer without a 100, and botocore then misreads the next
+    Expect response on that connection (it hung for the read timeout): the
+    gateway closes such connections."""
+    s3 = gateway.client()
+    for i, body in enumerate([b"", b"x", b"", b"hello", b"", b""]):
+        s3.put_object(Bucket=bucket, Key=f"k{i}", Body=body)
+        assert s3.get_object(Bucket=bucket, Key=f"k{i}")["Body"].read() == body

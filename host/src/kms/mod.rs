@@ -2,7 +2,10 @@
 //! and never leave it; the gateway only ever holds data keys, in memory,
 //! zeroized when dropped.
 
+pub mod aws;
+pub mod kmip;
 pub mod local;
+pub mod metered;
 
 use zeroize::Zeroizing;
 
