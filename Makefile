@@ -53,7 +53,7 @@ bench: build
 	$(CARGO) build --release -p sealgate-bench
 	$(RELEASE)/sealgate-bench | tee target/bench.md
 
-## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component,
+## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component, and the KMIP TTLV decoder,
 ## FUZZ_SECONDS each; a broken invariant stops it, the input in fuzz/artifacts/.
 ## Extra libFuzzer flags in FUZZ_ARGS (e.g. FUZZ_ARGS="-fork=1 -ignore_crashes=1").
 ## New inputs go to fuzz/target/corpus/ (the committed seeds in fuzz/corpus/
@@ -65,6 +65,8 @@ fuzz: policies
 	@mkdir -p fuzz/target/corpus/rules fuzz/target/corpus/component
 	cd fuzz && $(CARGO) +nightly fuzz run rules target/corpus/rules corpus/rules -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 	cd fuzz && $(CARGO) +nightly fuzz run component target/corpus/component corpus/component -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	@mkdir -p fuzz/target/corpus/ttlv
+	cd fuzz && $(CARGO) +nightly fuzz run ttlv target/corpus/ttlv corpus/ttlv -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 ## lint: formatting and clippy
 lint:
