@@ -37,6 +37,7 @@ import warnings
 # PyKMIP 0.11 refers to ciphers cryptography has moved to "decrepit"; they
 # still work and we use none of them.
 warnings.filterwarnings("ignore", message=".*has been moved to cryptography.hazmat.decrepit")
+
 CLIENT_CN = "sealgate"
 OTHER_CLIENT_CN = "intruder"
 

@@ -29,9 +29,9 @@ const BACKOFF: Duration = Duration::from_millis(100);
 /// Idle connections older than this are closed rather than reused: servers
 /// and middleboxes drop idle sessions, and a dropped one costs a failed try.
 const MAX_IDLE: Duration = Duration::from_secs(60);
-/// After a connection failure an endpoint is skipped for this long (unless
-/// every endpoint is), so a dead first node does not cost each new
-/// connection a connect timeout.
+/// After a connection failure an endpoint goes to the back of the order for
+/// this long, so a dead first node does not cost each new connection a
+/// connect timeout (it is still tried when the others fail too).
 const HOLD_DOWN: Duration = Duration::from_secs(5);
 /// The IANA port for KMIP over TLS, when an endpoint names none.
 pub const DEFAULT_PORT: u16 = 5696;
@@ -150,7 +150,7 @@ pub struct Client {
     /// One permit per connection in use: bounds the connections to the pool
     /// size (new ones are only opened when no idle one is left).
     permits: Semaphore,
-    /// Per endpoint: skip it until then.
+    /// Per endpoint: tried after the others until then.
     down_until: Mutex<Vec<Option<Instant>>>,
     connect_timeout: Duration,
     call_timeout: Duration,
@@ -232,10 +232,21 @@ impl Client {
                 }
             }
         }
+        self.make_room();
         let mut conn = self.connect().await?;
         let response = self.exchange(&mut conn, &request.bytes).await?;
         self.put_idle(conn);
         Ok((response, false))
+    }
+
+    /// Closes the oldest idle connection if a new one would exceed the pool
+    /// size (a non-idempotent call opens one even when idle ones exist).
+    fn make_room(&self) {
+        let in_use = self.pool_size - self.permits.available_permits();
+        let mut idle = self.idle.lock().expect("pool lock");
+        if !idle.is_empty() && idle.len() + in_use > self.pool_size {
+            idle.remove(0);
+        }
     }
 
     fn take_idle(&self) -> Option<Conn> {
