@@ -48,7 +48,7 @@ test-rust:
 test-python:
 	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 tests/python
 
-## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run)
+## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run, SEALGATE_BENCH_ONLY=kms for the KMS table)
 bench: build
 	$(CARGO) build --release -p sealgate-bench
 	$(RELEASE)/sealgate-bench | tee target/bench.md

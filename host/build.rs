@@ -23,6 +23,12 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR")
+        // Under `cargo clippy` these would lint the guest with the host's
+        // lint flags (`make lint` runs clippy on the guest crates itself).
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CLIPPY_CONF_DIR")
         .status()
         .expect("running cargo for the policy component");
     assert!(

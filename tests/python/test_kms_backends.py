@@ -6,9 +6,11 @@ the KMS itself; outages are real (a stopped server, a cut or hung link).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -237,14 +239,17 @@ def test_kmip_endpoints_are_tried_in_order(tmp_path_factory):
         backend.close()
 
 
-def _rewrap(gw, bucket: str, *extra: str) -> dict:
-    import json
-
-    out = subprocess.run(
+def _run_rewrap(gw, bucket: str, *extra: str) -> subprocess.CompletedProcess:
+    """`sealgate kms rewrap`, the operator's command, against the running gateway."""
+    return subprocess.run(
         [str(sealgate_bin()), "kms", "rewrap", "--bucket", bucket, "--admin-url", gw.admin, *extra],
         env={**os.environ, "SEALGATE_ADMIN_TOKEN": gw.admin_token},
         capture_output=True, text=True, timeout=120,
     )
+
+
+def _rewrap(gw, bucket: str, *extra: str) -> dict:
+    out = _run_rewrap(gw, bucket, *extra)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -306,14 +311,9 @@ def test_an_interrupted_rotation_resumes_with_the_same_new_key(tmp_path_factory)
         bodies = {f"k{i:03}": os.urandom(64) for i in range(300)}
         for key, body in bodies.items():
             s3.put_object(Bucket=bucket, Key=key, Body=body)
-        import threading
-
         cut = threading.Timer(0.5, backend.down)
         cut.start()
-        failed = subprocess.run(
-            [str(sealgate_bin()), "kms", "rewrap", "--bucket", bucket, "--admin-url", gw.admin],
-            env={**os.environ, "SEALGATE_ADMIN_TOKEN": gw.admin_token}, capture_output=True, text=True, timeout=120,
-        )
+        failed = _run_rewrap(gw, bucket)
         cut.join()
         backend.up()
         assert wait_until(lambda: gw.admin_get("/health").status_code == 200, timeout=30)

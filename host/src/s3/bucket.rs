@@ -115,6 +115,13 @@ impl Gateway {
                 return Err(e);
             }
         }
+        // The guest destroys the bucket's key; a key rotation that was
+        // interrupted leaves its old key, which nothing else would destroy.
+        if let Some(old_key) = &bucket.encryption.rotating_from
+            && let Err(e) = self.policy.kms().destroy_key(old_key).await
+        {
+            tracing::warn!(bucket = %bucket.name, key_id = %old_key, error = %e, "destroying the pre-rotation key failed");
+        }
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
