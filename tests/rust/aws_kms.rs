@@ -1,5 +1,5 @@
 //! The AWS KMS backend against a real `moto_server` (pip `moto[server]`, see
-//! tests/python/requirements.txt; `MOTO_SERVER` overrides the command). Each
+//! tests/python/requirements.txt; run as `python3 -m moto.server`, `PYTHON` overrides the interpreter). Each
 //! test runs its own server on a free loopback port.
 //!
 //! Where moto is laxer than AWS the tests say so: moto does not enforce key
@@ -43,9 +43,11 @@ impl Moto {
     /// None when the server exits before listening (the port was taken).
     fn start_on(port: u16, args: &[&str]) -> Option<Self> {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        // `python3 -m moto.server` is `moto_server` without relying on the
+        // console script being on PATH (pyenv shims need a rehash).
+        let program = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
