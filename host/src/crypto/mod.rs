@@ -28,6 +28,25 @@ pub trait ChunkCipher: Send + Sync {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AuthenticationFailed>;
+
+    /// As `open`, for ciphertext that starts `shift` bytes into `buf`: the
+    /// plaintext is written from the start of `buf`. This packs consecutive
+    /// chunks together without their tags; ring does it in the same pass.
+    fn open_shifted(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        shift: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthenticationFailed> {
+        self.open(nonce, aad, &mut buf[shift..], tag).map_err(|e| {
+            buf.fill(0);
+            e
+        })?;
+        buf.copy_within(shift.., 0);
+        Ok(())
+    }
 }
 
 /// Which implementation `new_cipher` builds.
@@ -88,6 +107,23 @@ impl ChunkCipher for RingCipher {
         use ring::aead::{Aad, Nonce, Tag};
         let tag = Tag::from(*tag);
         match self.0.open_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tag, buf, 0..) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(failed(buf)),
+        }
+    }
+
+    fn open_shifted(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        shift: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthenticationFailed> {
+        use ring::aead::{Aad, Nonce, Tag};
+        let tag = Tag::from(*tag);
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        match self.0.open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, shift..) {
             Ok(_) => Ok(()),
             Err(_) => Err(failed(buf)),
         }

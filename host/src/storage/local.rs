@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::*;
 
@@ -30,7 +30,6 @@ const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 
 const WRITE_BUFFER: usize = 1 << 20;
-const READ_CHUNK: usize = 256 << 10;
 
 pub struct LocalStorage {
     db: Arc<Database>,
@@ -408,24 +407,7 @@ impl Storage for LocalStorage {
         }))
     }
 
-    async fn read_data(&self, segment: &DataSegment, range: Range<u64>) -> Result<ByteStream, StorageError> {
-        let path = self.data_path(&segment.data_id)?;
-        let mut file = tokio::fs::File::open(path).await?;
-        // A file whose length is not what was committed was damaged or tampered with.
-        if file.metadata().await?.len() != segment.stored_size {
-            return Err(StorageError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stored data has the wrong length",
-            )));
-        }
-        if range.start > 0 {
-            file.seek(std::io::SeekFrom::Start(range.start)).await?;
-        }
-        let limited = tokio::io::AsyncReadExt::take(file, range.end - range.start);
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK)))
-    }
-
-    fn read_data_blocking(
+    fn read_data(
         &self,
         segment: &DataSegment,
         range: Range<u64>,

@@ -113,12 +113,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a body durably but invisibly; see [`StagedData`].
     async fn write_data(&self, body: ByteStream) -> Result<StagedData, StorageError>;
-    /// Reads `range` (relative to the segment) of a committed segment.
-    async fn read_data(&self, segment: &DataSegment, range: std::ops::Range<u64>) -> Result<ByteStream, StorageError>;
-    /// The same as a blocking reader, for callers that read into their own
-    /// buffers on a blocking thread (sealed reads: read and decrypt in place,
-    /// no copy). Call it from `spawn_blocking`.
-    fn read_data_blocking(
+    /// Reads `range` (relative to the segment) of a committed segment. A
+    /// blocking reader: callers read into their own buffers on a blocking
+    /// thread (sealed reads decrypt them in place, no copy). Call it from
+    /// `spawn_blocking`.
+    fn read_data(
         &self,
         segment: &DataSegment,
         range: std::ops::Range<u64>,
