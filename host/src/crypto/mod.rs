@@ -40,10 +40,10 @@ pub trait ChunkCipher: Send + Sync {
         shift: usize,
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AuthenticationFailed> {
-        self.open(nonce, aad, &mut buf[shift..], tag).map_err(|e| {
+        if let Err(e) = self.open(nonce, aad, &mut buf[shift..], tag) {
             buf.fill(0);
-            e
-        })?;
+            return Err(e);
+        }
         buf.copy_within(shift.., 0);
         Ok(())
     }
