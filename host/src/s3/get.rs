@@ -72,9 +72,10 @@ fn select(object: &ObjectRecord, range: Option<&s3s::dto::Range>, part_number: O
 }
 
 /// Streams `range` of an object's content from its parts, opening sealed
-/// parts with `key`. A task reads (and decrypts) ahead a few chunks so that
-/// storage reads and decryption overlap the network send. The first chunk
-/// is awaited here: if it fails, the client gets a 500 before any byte.
+/// parts with `key`. A blocking task reads (and decrypts) ahead a few
+/// batches so that storage reads and decryption overlap the network send.
+/// The first batch is awaited here: if it fails, the client gets a 500
+/// before any byte.
 pub(super) async fn content_stream(
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
