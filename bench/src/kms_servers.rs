@@ -88,7 +88,15 @@ impl KmsServer {
 
 impl Drop for KmsServer {
     fn drop(&mut self) {
-        // SIGINT stops PyKMIP at once (SIGTERM waits 10 s); kill is fine for both here.
+        // Closing its stdin stops PyKMIP with the processes it forked
+        // (`--exit-on-stdin-eof`); a kill would leave those behind.
+        // moto has no stdin pipe and is killed at once.
+        if self.child.stdin.take().is_some() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
