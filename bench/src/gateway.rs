@@ -17,7 +17,7 @@ pub struct Gateway {
     admin: SocketAddr,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

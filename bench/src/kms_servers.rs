@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::gateway::free_port;
+
 pub struct KmsServer {
     child: Child,
     _dir: tempfile::TempDir,
     /// The gateway flags that select and reach this server.
     pub gateway_args: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for(port: u16, child: &mut Child, what: &str) -> Result<()> {

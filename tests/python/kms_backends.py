@@ -32,10 +32,6 @@ AWS_SECRET = "testing"
 KMS_TIMEOUT_MS = 3000
 
 
-def _free_port() -> int:
-    return kmip_server.free_port()
-
-
 class LocalBackend:
     name = "local"
 
@@ -125,7 +121,7 @@ class AwsBackend:
     name = "aws"
 
     def __init__(self, base: Path):
-        self.moto_port = _free_port()
+        self.moto_port = kmip_server.free_port()
         self.log = open(base / "moto.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)],

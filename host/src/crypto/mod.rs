@@ -104,12 +104,7 @@ impl ChunkCipher for RingCipher {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AuthenticationFailed> {
-        use ring::aead::{Aad, Nonce, Tag};
-        let tag = Tag::from(*tag);
-        match self.0.open_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tag, buf, 0..) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(failed(buf)),
-        }
+        self.open_shifted(nonce, aad, buf, 0, tag)
     }
 
     fn open_shifted(

@@ -161,15 +161,26 @@ fn read_failed(e: std::io::Error) -> ReadError {
     }
 }
 
+/// The next `len` bytes of `reader` in a new buffer. `read_to_end` reads
+/// into the spare capacity, so the buffer is not zeroed first.
+fn read_buffer(reader: &mut dyn std::io::Read, len: usize) -> Result<BytesMut, ReadError> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(len);
+    reader.take(len as u64).read_to_end(&mut buf).map_err(read_failed)?;
+    if buf.len() != len {
+        return Err(read_failed(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    // Vec → Bytes → BytesMut takes the allocation over, no copy.
+    Ok(Bytes::from(buf).try_into_mut().expect("a fresh buffer has one owner"))
+}
+
 /// Reads `local` of a plaintext part, `PLAIN_READ` bytes at a time.
 /// Runs on a blocking thread.
 fn read_plain(storage: &dyn Storage, part: &ObjectPart, local: Range<u64>, tx: &Sender) -> Result<(), ReadError> {
-    use std::io::Read;
     let mut reader = storage.read_data(&part.segment, local.clone()).map_err(|e| ReadError::Storage(e.to_string()))?;
     let mut left = local.end - local.start;
     while left > 0 {
-        let mut buf = BytesMut::zeroed(left.min(PLAIN_READ) as usize);
-        reader.read_exact(&mut buf).map_err(read_failed)?;
+        let buf = read_buffer(&mut reader, left.min(PLAIN_READ) as usize)?;
         left -= buf.len() as u64;
         send(tx, buf.freeze())?;
     }
@@ -211,8 +222,7 @@ fn read_sealed(
     let mut index = chunks.start;
     while index < chunks.end {
         let batch = index..chunks.end.min(index + SEALED_READ_BATCH);
-        let mut stored_batch = BytesMut::zeroed(batch.clone().map(|i| opener.stored_chunk_len(i)).sum());
-        reader.read_exact(&mut stored_batch).map_err(read_failed)?;
+        let stored_batch = read_buffer(&mut reader, batch.clone().map(|i| opener.stored_chunk_len(i)).sum())?;
         let plain = opener.open_chunks(batch.clone(), stored_batch).map_err(|e| ReadError::Open(e.to_string()))?;
         // The slice of these chunks' plaintext that the range wants.
         let batch_start = batch.start * format::CHUNK_LEN;
