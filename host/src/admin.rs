@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::token_matches;
 use crate::kms::KmsError;
+use crate::kms::bucket_keys::BucketKeyKms;
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
 use crate::rotation::{Rotation, RotationError};
@@ -19,6 +20,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub storage: Arc<dyn Storage>,
     pub policy: Arc<PolicyRuntime>,
+    /// The key hierarchy (rotation re-wraps its bucket keys).
+    pub bucket_keys: Arc<BucketKeyKms>,
 }
 
 /// Largest policy module `PUT /policy` accepts.
@@ -92,23 +95,25 @@ impl Admin {
         }
     }
 
-    /// `POST /kms/rewrap?bucket=B[&keep_old_key=true]`: key rotation, see
+    /// `POST /kms/rewrap?bucket=B[&keep_old_key=true][&deep=true]`: key rotation, see
     /// [`crate::rotation`]. Answers when the run is over.
     async fn rewrap(&self, query: &str) -> Response<Full<Bytes>> {
         let mut bucket = None;
         let mut keep_old_key = false;
+        let mut deep = false;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=').unwrap_or((pair, "")) {
                 ("bucket", name) => bucket = Some(name.to_owned()),
                 ("keep_old_key", value) => keep_old_key = matches!(value, "true" | "1" | ""),
+                ("deep", value) => deep = matches!(value, "true" | "1" | ""),
                 (other, _) => return json_error(StatusCode::BAD_REQUEST, &format!("unknown parameter {other:?}")),
             }
         }
         let Some(bucket) = bucket.filter(|b| !b.is_empty()) else {
             return json_error(StatusCode::BAD_REQUEST, "the bucket parameter is required");
         };
-        let rotation = Rotation { storage: self.storage.clone(), kms: self.policy.kms().clone() };
-        match rotation.rewrap_bucket(&bucket, keep_old_key).await {
+        let rotation = Rotation { storage: self.storage.clone(), keys: self.bucket_keys.clone() };
+        match rotation.rewrap_bucket(&bucket, keep_old_key, deep).await {
             Ok(report) => reply(StatusCode::OK, "application/json", serde_json::to_string(&report).unwrap_or_default()),
             Err(e) => {
                 let status = match &e {

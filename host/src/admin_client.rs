@@ -13,11 +13,11 @@ pub async fn load_policy(admin: &str, token: &str, module: Vec<u8>) -> anyhow::R
 
 /// Sends `POST /kms/rewrap` and waits for the rotation to finish; returns
 /// the JSON report.
-pub async fn rewrap(admin: &str, token: &str, bucket: &str, keep_old_key: bool) -> anyhow::Result<String> {
+pub async fn rewrap(admin: &str, token: &str, bucket: &str, keep_old_key: bool, deep: bool) -> anyhow::Result<String> {
     if bucket.is_empty() || !bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
         anyhow::bail!("{bucket:?} is not a bucket name");
     }
-    let path = format!("/kms/rewrap?bucket={bucket}&keep_old_key={keep_old_key}");
+    let path = format!("/kms/rewrap?bucket={bucket}&keep_old_key={keep_old_key}&deep={deep}");
     call(admin, token, hyper::Method::POST, &path, "application/json", Vec::new()).await
 }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::kms::bucket_keys::BucketKeySettings;
+use crate::listener::ConnectionLimits;
+
 /// Errors while assembling the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +76,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_KMS_TIMEOUT_MS")]
     pub kms_timeout_ms: Option<u64>,
 
+    /// How long an unwrapped bucket key is kept in memory and used without asking the KMS: `300`, `90s`, `5m`, `1h`; `0` asks the KMS on every operation [default: 5m]
+    #[arg(long, env = "SEALGATE_KMS_CACHE_TTL")]
+    pub kms_cache_ttl: Option<String>,
+
+    /// While the KMS is unreachable, keep using a cached bucket key this long past its TTL [default: 0]
+    #[arg(long, env = "SEALGATE_KMS_OFFLINE_GRACE")]
+    pub kms_offline_grace: Option<String>,
+
+    /// Most unwrapped bucket keys held at once [default: 10000]
+    #[arg(long, env = "SEALGATE_KMS_CACHE_MAX_KEYS")]
+    pub kms_cache_max_keys: Option<usize>,
+
+    /// Age after which writes start a new bucket key (epoch) [default: 24h]
+    #[arg(long, env = "SEALGATE_BUCKET_KEY_MAX_AGE")]
+    pub bucket_key_max_age: Option<String>,
+
     /// KMIP servers as comma-separated host:port, tried in order (--kms kmip)
     #[arg(long, env = "SEALGATE_KMIP_ENDPOINTS")]
     pub kmip_endpoints: Option<String>,
@@ -117,6 +136,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_KMS_LOCAL_DIR")]
     pub kms_local_dir: Option<PathBuf>,
 
+    /// Time a client has to send a request's headers: `30s`, `1m` [default: 30s]
+    #[arg(long, env = "SEALGATE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+
+    /// A request body that delivers no byte for this long ends with 400 RequestTimeout; also a response the client stops reading [default: 60s]
+    #[arg(long, env = "SEALGATE_BODY_STALL_TIMEOUT")]
+    pub body_stall_timeout: Option<String>,
+
+    /// A keep-alive connection with no request for this long is closed [default: 120s]
+    #[arg(long, env = "SEALGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+
+    /// Most open S3 connections; further ones wait in the listen backlog [default: 4096]
+    #[arg(long, env = "SEALGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
     /// Hours after which an unfinished multipart upload is discarded [default: 168]
     #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY_HOURS")]
     pub multipart_expiry_hours: Option<u64>,
@@ -136,6 +171,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub kms: KmsSettings,
     pub kms_timeout: Duration,
+    pub bucket_keys: BucketKeySettings,
+    pub connections: ConnectionLimits,
     pub policy: Option<PathBuf>,
     pub multipart_expiry_hours: u64,
 }
@@ -224,6 +261,8 @@ impl ServeArgs {
             return Err(ConfigError::Invalid("give both --access-key and --secret-key, or neither".into()));
         }
         let kms = kms_settings(&merged)?;
+        let bucket_keys = bucket_key_settings(&merged)?;
+        let connections = connection_limits(&merged)?;
         Ok(Settings {
             listen: merged.listen.unwrap_or(([127, 0, 0, 1], 9000).into()),
             data_dir: merged.data_dir.unwrap_or_else(|| "./data".into()),
@@ -236,6 +275,8 @@ impl ServeArgs {
             admin_token: merged.admin_token,
             kms,
             kms_timeout: Duration::from_millis(merged.kms_timeout_ms.unwrap_or(5000).max(1)),
+            bucket_keys,
+            connections,
             policy: merged.policy,
             multipart_expiry_hours: merged.multipart_expiry_hours.unwrap_or(168),
         })
@@ -255,6 +296,10 @@ impl ServeArgs {
             admin_token: self.admin_token.or(file.admin_token),
             kms: self.kms.or(file.kms),
             kms_timeout_ms: self.kms_timeout_ms.or(file.kms_timeout_ms),
+            kms_cache_ttl: self.kms_cache_ttl.or(file.kms_cache_ttl),
+            kms_offline_grace: self.kms_offline_grace.or(file.kms_offline_grace),
+            kms_cache_max_keys: self.kms_cache_max_keys.or(file.kms_cache_max_keys),
+            bucket_key_max_age: self.bucket_key_max_age.or(file.bucket_key_max_age),
             kmip_endpoints: self.kmip_endpoints.or(file.kmip_endpoints),
             kmip_ca: self.kmip_ca.or(file.kmip_ca),
             kmip_cert: self.kmip_cert.or(file.kmip_cert),
@@ -266,9 +311,70 @@ impl ServeArgs {
             aws_secret_access_key: self.aws_secret_access_key.or(file.aws_secret_access_key),
             policy: self.policy.or(file.policy),
             kms_local_dir: self.kms_local_dir.or(file.kms_local_dir),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            body_stall_timeout: self.body_stall_timeout.or(file.body_stall_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_connections: self.max_connections.or(file.max_connections),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
         }
     }
+}
+
+/// `300`, `300s`, `5m`, `24h` or `1500ms`. Hand-written: four suffixes do
+/// not warrant a dependency.
+fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("--{flag} {text:?}: expected a number with s, m, h or ms")))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(ConfigError::Invalid(format!("--{flag} {text:?}: unknown unit {unit:?}"))),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits, ConfigError> {
+    let defaults = ConnectionLimits::default();
+    let duration = |flag: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => parse_duration(flag, text).and_then(|d| {
+            if d.is_zero() { Err(ConfigError::Invalid(format!("--{flag} must be above 0"))) } else { Ok(d) }
+        }),
+        None => Ok(default),
+    };
+    let limits = ConnectionLimits {
+        header_read_timeout: duration("header-read-timeout", &args.header_read_timeout, defaults.header_read_timeout)?,
+        body_stall_timeout: duration("body-stall-timeout", &args.body_stall_timeout, defaults.body_stall_timeout)?,
+        idle_timeout: duration("idle-timeout", &args.idle_timeout, defaults.idle_timeout)?,
+        max_connections: args.max_connections.unwrap_or(defaults.max_connections),
+    };
+    if limits.max_connections == 0 {
+        return Err(ConfigError::Invalid("--max-connections must be above 0".into()));
+    }
+    Ok(limits)
+}
+
+fn bucket_key_settings(args: &ServeArgs) -> Result<BucketKeySettings, ConfigError> {
+    let defaults = BucketKeySettings::default();
+    let duration = |flag: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => parse_duration(flag, text),
+        None => Ok(default),
+    };
+    let settings = BucketKeySettings {
+        cache_ttl: duration("kms-cache-ttl", &args.kms_cache_ttl, defaults.cache_ttl)?,
+        offline_grace: duration("kms-offline-grace", &args.kms_offline_grace, defaults.offline_grace)?,
+        max_age: duration("bucket-key-max-age", &args.bucket_key_max_age, defaults.max_age)?,
+        max_cached: args.kms_cache_max_keys.unwrap_or(defaults.max_cached),
+    };
+    if settings.max_age.is_zero() || settings.max_cached == 0 {
+        return Err(ConfigError::Invalid("--bucket-key-max-age and --kms-cache-max-keys must be above 0".into()));
+    }
+    Ok(settings)
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
@@ -290,6 +396,22 @@ mod tests {
         assert_eq!(settings.region, "eu-west-1");
         assert_eq!(settings.data_dir, PathBuf::from("/flag"));
         assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_bucket_key_settings_have_defaults() {
+        assert_eq!(parse_duration("x", "300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("x", "5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("x", "24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("x", "1500ms").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("x", "5 days").is_err());
+        assert!(parse_duration("x", "m").is_err());
+        let settings = ServeArgs::default().resolve().unwrap().bucket_keys;
+        assert_eq!(settings.cache_ttl, Duration::from_secs(300));
+        assert_eq!(settings.max_age, Duration::from_secs(86_400));
+        assert!(settings.offline_grace.is_zero());
+        let zero_ttl = ServeArgs { kms_cache_ttl: Some("0".into()), ..Default::default() };
+        assert!(zero_ttl.resolve().unwrap().bucket_keys.cache_ttl.is_zero());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod kms;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod rotation;

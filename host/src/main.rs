@@ -48,9 +48,9 @@ struct AdminTarget {
 
 #[derive(Subcommand)]
 enum KmsCommand {
-    /// Rotate a bucket's master key: create a new one in the same KMS, re-wrap every data key of the
-    /// bucket under it (object data is not rewritten), then destroy the old key. Objects stay readable
-    /// throughout; an interrupted run is resumed by running it again.
+    /// Rotate a bucket's master key: create a new one in the same KMS, re-wrap the bucket's bucket keys
+    /// under it (no object is rewritten), then destroy the old key. Objects stay readable throughout;
+    /// an interrupted run is resumed by running it again.
     Rewrap {
         /// The bucket whose master key is rotated
         #[arg(long)]
@@ -58,6 +58,10 @@ enum KmsCommand {
         /// Leave the old master key in the KMS (destroy it there yourself later)
         #[arg(long)]
         keep_old_key: bool,
+        /// Also re-wrap every object's data key under a new bucket key and drop the old bucket keys
+        /// (metadata only; needed to move objects written before the key hierarchy into it)
+        #[arg(long)]
+        deep: bool,
         #[command(flatten)]
         admin: AdminTarget,
     },
@@ -99,8 +103,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", admin_client::load_policy(&admin.admin_url, &admin.admin_token, module).await?);
             Ok(())
         }
-        Command::Kms(KmsCommand::Rewrap { bucket, keep_old_key, admin }) => {
-            println!("{}", admin_client::rewrap(&admin.admin_url, &admin.admin_token, &bucket, keep_old_key).await?);
+        Command::Kms(KmsCommand::Rewrap { bucket, keep_old_key, deep, admin }) => {
+            let report =
+                admin_client::rewrap(&admin.admin_url, &admin.admin_token, &bucket, keep_old_key, deep).await?;
+            println!("{report}");
             Ok(())
         }
     }

@@ -26,6 +26,12 @@ pub struct KmsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BucketKeyCacheLabels {
+    /// `hit`, `miss`, or `stale` (an expired key used within the offline grace).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KmsOperationLabels {
     pub backend: String,
     pub operation: String,
@@ -55,6 +61,8 @@ pub struct Metrics {
     decrypt_failures: Counter,
     kms_calls: Family<KmsCallLabels, Counter>,
     kms_latency: Family<KmsOperationLabels, Histogram, fn() -> Histogram>,
+    bucket_key_cache: Family<BucketKeyCacheLabels, Counter>,
+    bucket_keys_created: Counter,
 }
 
 impl Default for Metrics {
@@ -106,7 +114,17 @@ impl Default for Metrics {
             "KMS call latency by backend and operation",
             kms_latency.clone(),
         );
+        let bucket_key_cache = Family::<BucketKeyCacheLabels, Counter>::default();
+        registry.register(
+            "bucket_key_cache_lookups",
+            "Lookups of an unwrapped bucket key in the gateway's cache, by outcome",
+            bucket_key_cache.clone(),
+        );
+        let bucket_keys_created = Counter::default();
+        registry.register("bucket_keys_created", "New bucket-key epochs started", bucket_keys_created.clone());
         Self {
+            bucket_key_cache,
+            bucket_keys_created,
             kms_calls,
             kms_latency,
             decrypt_failures,
@@ -163,6 +181,14 @@ impl Metrics {
             })
             .inc();
         self.kms_latency.get_or_create(&KmsOperationLabels { backend, operation }).observe(seconds);
+    }
+
+    pub fn bucket_key_lookup(&self, outcome: &str) {
+        self.bucket_key_cache.get_or_create(&BucketKeyCacheLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn bucket_key_created(&self) {
+        self.bucket_keys_created.inc();
     }
 
     pub fn render(&self) -> String {

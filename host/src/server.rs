@@ -2,17 +2,13 @@
 //! line, metrics, graceful shutdown.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use s3s::Body;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -24,14 +20,19 @@ use crate::config::{KmsSettings, Settings};
 use crate::crypto::{self, Implementation};
 use crate::kms::Kms;
 use crate::kms::aws::{AwsKms, AwsKmsConfig};
+use crate::kms::bucket_keys::{BucketKeyKms, BucketKeySettings};
 use crate::kms::kmip::{KmipConfig, KmipKms};
 use crate::kms::local::LocalKms;
 use crate::kms::metered::MeteredKms;
+use crate::listener::{ConnectionLimits, StallGuard, accept_loop};
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
+
+/// The admin port serves an operator and a metrics scraper, not the public.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long in-flight requests may run on after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -46,7 +47,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let users = Users::load(&main.pair, settings.users_file.as_deref())?;
     let admin_token = auth::admin_token(&settings)?;
     let metrics = Arc::new(Metrics::default());
-    let kms = open_kms(&settings, metrics.clone())?;
+    let master_kms = open_kms(&settings, metrics.clone())?;
+    let bucket_keys =
+        Arc::new(BucketKeyKms::new(master_kms, storage.clone(), settings.bucket_keys.clone(), metrics.clone()));
+    spawn_bucket_key_purge(bucket_keys.clone(), &settings.bucket_keys);
+    let kms: Arc<dyn Kms> = bucket_keys.clone();
     let module = match &settings.policy {
         Some(path) => Some((read_module(path)?, path.display().to_string())),
         None => None,
@@ -56,7 +61,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
     let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
-    let admin = Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone() });
+    let admin =
+        Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone(), bucket_keys });
     spawn_sighup_reload(policy, settings.policy.clone());
 
     let s3_listener =
@@ -65,29 +71,43 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         TcpListener::bind(settings.admin_listen).await.with_context(|| format!("binding {}", settings.admin_listen))?;
     announce(&settings, &main, s3_listener.local_addr()?, admin_listener.local_addr()?);
 
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
+    let stall_timeout = settings.connections.body_stall_timeout;
     let s3_handler = move |req: Request<Incoming>| {
         let (s3, metrics) = (s3.clone(), metrics.clone());
-        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, req).await) }
+        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, stall_timeout, req).await) }
     };
     let admin_handler = move |req: Request<Incoming>| {
         let admin = admin.clone();
         async move { Ok::<_, Infallible>(admin.handle(req).await) }
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = s3_listener.accept() => spawn_connection(&graceful, accepted, s3_handler.clone()),
-            accepted = admin_listener.accept() => spawn_connection(&graceful, accepted, admin_handler.clone()),
-            () = &mut shutdown => break,
-        }
+    let admin_limits = ConnectionLimits { max_connections: ADMIN_MAX_CONNECTIONS, ..settings.connections };
+    // Not spawned: the accept loops end (and let go of `graceful`) when
+    // the shutdown signal wins the select.
+    tokio::select! {
+        () = accept_loop(s3_listener, settings.connections, graceful.clone(), s3_handler) => {},
+        () = accept_loop(admin_listener, admin_limits, graceful.clone(), admin_handler) => {},
+        () = shutdown_signal() => {},
     }
+    let graceful = Arc::try_unwrap(graceful).map_err(|_| anyhow::anyhow!("an accept loop outlived its abort"))?;
     tracing::info!("shutting down: finishing in-flight requests");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("in-flight requests still running after the grace period; stopping anyway");
     }
     Ok(())
+}
+
+/// Evicts (and zeroizes) cached bucket keys once past their TTL and grace,
+/// also those nobody asks for again.
+fn spawn_bucket_key_purge(keys: Arc<BucketKeyKms>, settings: &BucketKeySettings) {
+    let every = (settings.cache_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            keys.purge_expired();
+        }
+    });
 }
 
 /// Opens the configured backend. A remote KMS need not be up yet: the
@@ -182,35 +202,6 @@ fn announce(settings: &Settings, main: &auth::MainCredentials, s3: SocketAddr, a
     }
 }
 
-fn spawn_connection<S, F, B>(
-    graceful: &GracefulShutdown,
-    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
-    handler: S,
-) where
-    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (stream, peer) = match accepted {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::warn!(error = %e, "accept failed");
-            return;
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let builder = ConnBuilder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler)).into_owned();
-    let watched = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-    });
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -230,7 +221,12 @@ fn bucket_of(path: &str) -> String {
     path.trim_start_matches('/').split('/').next().unwrap_or_default().to_owned()
 }
 
-async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle_s3(
+    s3: &S3Service,
+    metrics: &Metrics,
+    stall_timeout: Duration,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase();
     let slot = OperationSlot::default();
@@ -241,15 +237,24 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
     let expects_continue =
         req.headers().get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
-    let mut res = match s3.call(req.map(Body::from)).await {
+    let (req, stalled) = {
+        let (parts, body) = req.into_parts();
+        let (body, stalled) = StallGuard::new(body, stall_timeout);
+        (Request::from_parts(parts, Body::http_body(body)), stalled)
+    };
+    let mut res = match s3.call(req).await {
         Ok(res) => res,
         Err(e) => {
             tracing::error!(error = ?e, "s3 service failed");
-            let mut res = Response::new(Body::from(internal_error_xml()));
-            *res.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-            res
+            error_response(hyper::StatusCode::INTERNAL_SERVER_ERROR, &internal_error_xml())
         }
     };
+    if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+        // Whatever the handler made of the broken body, the client hears
+        // what AWS says, and the connection (its body half read) closes.
+        res = error_response(hyper::StatusCode::BAD_REQUEST, REQUEST_TIMEOUT_XML);
+        res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
     if method == hyper::Method::POST {
         align_post_policy_error(&mut res);
     }
@@ -271,6 +276,15 @@ async fn handle_s3(s3: &S3Service, metrics: &Metrics, mut req: Request<Incoming>
     let elapsed = started.elapsed();
     metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
     tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    res
+}
+
+const REQUEST_TIMEOUT_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.</Message></Error>";
+
+fn error_response(status: hyper::StatusCode, xml: &str) -> Response<Body> {
+    let mut res = Response::new(Body::from(xml.to_owned()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
     res
 }
 

@@ -3,6 +3,7 @@
 //! zeroized when dropped.
 
 pub mod aws;
+pub mod bucket_keys;
 pub mod kmip;
 pub mod local;
 pub mod metered;

@@ -75,7 +75,7 @@ impl Gateway {
             name: bucket.clone(),
             owner: me.clone(),
             created_unix_ms: now_ms(),
-            encryption: BucketEncryption { encrypted: state.encrypted, key_id: state.key_id, rotating_from: None },
+            encryption: BucketEncryption { encrypted: state.encrypted, key_id: state.key_id, ..Default::default() },
         };
         match self.storage.create_bucket(record).await {
             Ok(()) => allowed.after.committed().await,

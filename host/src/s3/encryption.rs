@@ -8,7 +8,7 @@ use super::Gateway;
 use super::error::OrS3;
 use super::policy::Ask;
 use crate::policy::{Allowed, Operation};
-use crate::storage::BucketRecord;
+use crate::storage::BucketChange;
 
 /// The one algorithm a configuration asks for; None when it is not exactly
 /// one rule with a default (the guest then answers MalformedXML).
@@ -21,14 +21,19 @@ fn requested_algorithm(config: &ServerSideEncryptionConfiguration) -> Option<Str
 
 impl Gateway {
     /// Stores the bucket setting a decision returned, then settles its KMS side effects.
-    async fn apply_bucket_state(&self, mut bucket: BucketRecord, allowed: Allowed) -> S3Result<()> {
-        if let Some(state) = &allowed.bucket_state {
-            // Field by field: a key rotation in progress (`rotating_from`) stays.
-            bucket.encryption.encrypted = state.encrypted;
-            bucket.encryption.key_id = state.key_id.clone();
-        }
-        match self.storage.update_bucket(bucket).await.or_s3() {
-            Ok(()) => {
+    async fn apply_bucket_state(&self, bucket: &str, allowed: Allowed) -> S3Result<()> {
+        let state = allowed.bucket_state.clone();
+        // Field by field, in one atomic edit: a key rotation in progress
+        // (`rotating_from`) and bucket keys added meanwhile stay.
+        let change: BucketChange = Box::new(move |record| {
+            if let Some(state) = state {
+                record.encryption.encrypted = state.encrypted;
+                record.encryption.key_id = state.key_id;
+            }
+            true
+        });
+        match self.storage.modify_bucket(bucket, change).await.or_s3() {
+            Ok(_) => {
                 allowed.after.committed().await;
                 Ok(())
             }
@@ -48,7 +53,7 @@ impl Gateway {
         ask.bucket_state = Some(&bucket.encryption);
         ask.requested_algorithm = requested_algorithm(&req.input.server_side_encryption_configuration);
         let allowed = self.consult(ask).await?;
-        self.apply_bucket_state(bucket.clone(), allowed).await?;
+        self.apply_bucket_state(&bucket.name, allowed).await?;
         Ok(S3Response::new(PutBucketEncryptionOutput::default()))
     }
 
@@ -85,7 +90,7 @@ impl Gateway {
         let mut ask = Ask::new(Operation::DeleteBucketEncryption, &bucket.name, None, &req.headers);
         ask.bucket_state = Some(&bucket.encryption);
         let allowed = self.consult(ask).await?;
-        self.apply_bucket_state(bucket.clone(), allowed).await?;
+        self.apply_bucket_state(&bucket.name, allowed).await?;
         Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
     }
 }

@@ -35,6 +35,8 @@ pub struct LocalStorage {
     db: Arc<Database>,
     objects_dir: PathBuf,
     tmp_dir: PathBuf,
+    /// Holds the data dir's lock for as long as the store is open.
+    _lock: std::fs::File,
 }
 
 impl From<redb::Error> for StorageError {
@@ -74,6 +76,50 @@ fn is_data_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// An exclusive lock on `DATA_DIR/lock`, held while the store is open.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StorageError> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Metadata(format!(
+            "the data dir {} is in use by another sealgate process (it holds {}); refusing to start",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+fn holds_data_files(objects_dir: &Path) -> Result<bool, StorageError> {
+    for shard in std::fs::read_dir(objects_dir)? {
+        let shard = shard?.path();
+        if shard.is_dir() && std::fs::read_dir(&shard)?.next().is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the database was ever initialised by this store.
+fn has_tables(db: &Database) -> Result<bool, StorageError> {
+    let txn = db.begin_read()?;
+    match txn.open_table(BUCKETS) {
+        Ok(_) => Ok(true),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn orphaned_data(data_dir: &Path, state: &str) -> StorageError {
+    StorageError::Metadata(format!(
+        "the data dir {dir} holds object files but its metadata database {dir}/metadata.redb {state}; \
+         refusing to start, nothing was deleted. Restore metadata.redb from a backup, or move {dir}/objects \
+         away to start with an empty store",
+        dir = data_dir.display()
+    ))
+}
+
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -82,22 +128,37 @@ impl LocalStorage {
     /// Opens (or creates) the store and recovers from any earlier crash:
     /// removes temp files, expires old multipart uploads and deletes data
     /// files no committed record references.
+    ///
+    /// Refuses, touching nothing, when another process has the data dir
+    /// open, or when it holds object files but no metadata database (the
+    /// sweep would otherwise take every file for garbage).
     pub fn open(data_dir: &Path, upload_expiry: std::time::Duration) -> Result<Self, StorageError> {
         let objects_dir = data_dir.join("objects");
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&objects_dir)?;
+        let lock = lock_data_dir(data_dir)?;
+        let db_path = data_dir.join("metadata.redb");
+        let db_present = std::fs::metadata(&db_path).is_ok_and(|m| m.len() > 0);
+        if !db_present && holds_data_files(&objects_dir)? {
+            return Err(orphaned_data(data_dir, "is missing or empty"));
+        }
+        let db = Database::create(&db_path)?;
+        if !has_tables(&db)? && holds_data_files(&objects_dir)? {
+            return Err(orphaned_data(data_dir, "has no tables"));
+        }
+        // Only now, with the lock held: another instance's uploads in
+        // flight would otherwise lose their bytes.
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir)?;
         }
         std::fs::create_dir_all(&tmp_dir)?;
-        let db = Database::create(data_dir.join("metadata.redb"))?;
         let txn = db.begin_write()?;
         txn.open_table(BUCKETS)?;
         txn.open_table(OBJECTS)?;
         txn.open_table(UPLOADS)?;
         txn.open_table(PARTS)?;
         txn.commit()?;
-        let store = Self { db: Arc::new(db), objects_dir, tmp_dir };
+        let store = Self { db: Arc::new(db), objects_dir, tmp_dir, _lock: lock };
         store.expire_uploads(upload_expiry)?;
         store.remove_unreferenced_data()?;
         Ok(store)
@@ -317,6 +378,28 @@ impl Storage for LocalStorage {
             }
             txn.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError> {
+        let name = name.to_owned();
+        // One redb write transaction: serialized with every other writer.
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let record = {
+                let mut buckets = txn.open_table(BUCKETS)?;
+                let mut record: BucketRecord = match buckets.get(name.as_str())? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StorageError::NoSuchBucket),
+                };
+                if change(&mut record) {
+                    buckets.insert(name.as_str(), encode(&record).as_slice())?;
+                }
+                record
+            };
+            txn.commit()?;
+            Ok(record)
         })
         .await
     }

@@ -66,6 +66,9 @@ impl Drop for StagedData {
     }
 }
 
+/// An edit of a bucket record for [`Storage::modify_bucket`]; true to store it.
+pub type BucketChange = Box<dyn FnOnce(&mut BucketRecord) -> bool + Send>;
+
 /// What a listing asks for. `start_after` is exclusive; with a delimiter,
 /// keys that roll up into a common prefix not after `start_after` are skipped,
 /// so a page that ended on a common prefix resumes after all of its keys.
@@ -106,6 +109,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
+    /// Read-modify-write of one bucket record, atomic against every other
+    /// change of it (a compare-and-swap): `change` edits the current record
+    /// and says whether to store it. Returns the record as it is afterwards.
+    /// Fails with `NoSuchBucket` when there is none.
+    async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError>;
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError>;
     /// Fails with `BucketNotEmpty` while the bucket holds objects; pending
     /// multipart uploads of the bucket are discarded with it.

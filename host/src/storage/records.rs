@@ -28,6 +28,28 @@ pub struct BucketEncryption {
     /// is already the new one. Cleared when every data key is re-wrapped.
     #[serde(default)]
     pub rotating_from: Option<String>,
+    /// The bucket keys (one per epoch), each stored only wrapped by the
+    /// KMS. Objects' data keys are wrapped by one of them; see
+    /// `kms::bucket_keys`. Oldest first.
+    #[serde(default)]
+    pub bucket_keys: Vec<BucketKeyRecord>,
+}
+
+/// One bucket-key epoch: a random 256-bit key that wraps data keys locally,
+/// itself wrapped by the bucket's master key in the KMS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketKeyRecord {
+    /// 16 random bytes, hex; named in every data key it wraps.
+    pub id: String,
+    /// The master key that wraps it now (changed by rotation).
+    pub master_key_id: String,
+    #[serde(with = "hex_bytes")]
+    pub wrapped: Vec<u8>,
+    pub created_unix_ms: i64,
+    /// Set by a rotation: still opens the data keys it wrapped, never
+    /// wraps new ones.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// How an object's (or upload's) data is sealed: the data key, wrapped by
