@@ -96,7 +96,7 @@ pub async fn policy() -> Result<()> {
         use sealgate::kms::Kms;
         kms.create_key("bench").await?
     };
-    let runtime = PolicyRuntime::start(kms, Arc::new(Metrics::default()), None).await?;
+    let runtime = PolicyRuntime::start(kms, Arc::new(Metrics::default()), None, None).await?;
     let contexts = KeyContexts { target: KeyContext { bucket: "bench".into(), key: "object".into() }, source: None };
     println!("\n## Policy guest (fresh store and instance per request, pooling allocator)\n");
     println!("| request | p50 | p99 |");

@@ -24,6 +24,8 @@ pub enum AuthError {
     Store(#[from] std::io::Error),
     #[error("invalid credentials file in the data dir: {0}")]
     StoreFormat(String),
+    #[error("the admin token is empty or blank; set a real one or leave it unset to have one generated")]
+    EmptyToken,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -74,12 +76,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// else a new one (stored there).
 pub fn main_credentials(settings: &Settings) -> Result<MainCredentials, AuthError> {
     if let (Some(access_key), Some(secret_key)) = (&settings.access_key, &settings.secret_key) {
-        let pair = KeyPair { access_key: access_key.clone(), secret_key: secret_key.clone() };
+        let pair = KeyPair { access_key: access_key.clone(), secret_key: secret_key.expose().to_owned() };
         return Ok(MainCredentials { pair, generated: false });
     }
     let path = settings.data_dir.join("credentials.toml");
     if path.exists() {
-        let text = std::fs::read_to_string(&path)?;
+        let text = read_secret_file(&path)?;
         let pair: KeyPair = toml::from_str(&text).map_err(|e| AuthError::StoreFormat(e.to_string()))?;
         return Ok(MainCredentials { pair, generated: true });
     }
@@ -89,18 +91,36 @@ pub fn main_credentials(settings: &Settings) -> Result<MainCredentials, AuthErro
     Ok(MainCredentials { pair, generated: true })
 }
 
-/// The admin token from the settings, else the one stored in the data dir, else a new one.
+/// The admin token from the settings, else the one stored in the data dir,
+/// else a new one. An empty or blank token is refused: it would be easy to
+/// guess and easy to set by mistake.
 pub fn admin_token(settings: &Settings) -> Result<String, AuthError> {
-    if let Some(token) = &settings.admin_token {
-        return Ok(token.clone());
-    }
     let path = settings.data_dir.join("admin-token");
-    if path.exists() {
-        return Ok(std::fs::read_to_string(&path)?.trim().to_owned());
+    let token = match &settings.admin_token {
+        Some(token) => token.expose().to_owned(),
+        None if path.exists() => read_secret_file(&path)?.trim().to_owned(),
+        None => {
+            let token = random_string(40);
+            write_private_file(&path, token.as_bytes())?;
+            token
+        }
+    };
+    if token.trim().is_empty() {
+        return Err(AuthError::EmptyToken);
     }
-    let token = random_string(40);
-    write_private_file(&path, token.as_bytes())?;
     Ok(token)
+}
+
+/// Reads a file holding secrets; one readable by group or others is made
+/// private (0600) first, with a warning.
+pub fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "secret file was readable by others; made it 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::read_to_string(path)
 }
 
 /// Every known access key and its secret.
@@ -114,8 +134,8 @@ impl Users {
         secrets.insert(main.access_key.clone(), SecretKey::from(main.secret_key.clone()));
         if let Some(path) = users_file {
             let display = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| AuthError::UsersFile { path: display.clone(), source })?;
+            let text =
+                read_secret_file(path).map_err(|source| AuthError::UsersFile { path: display.clone(), source })?;
             let file: UsersFile = toml::from_str(&text)
                 .map_err(|e| AuthError::UsersFormat { path: display.clone(), message: e.to_string() })?;
             for user in file.user {

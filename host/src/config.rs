@@ -22,6 +22,38 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A secret setting (a key, a token): `Debug` prints `<redacted>`, so that
+/// logging the settings never logs it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `sealgate serve` flags. Every field is optional here so that the TOML
 /// file can fill what neither a flag nor the environment gave.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -46,7 +78,7 @@ pub struct ServeArgs {
 
     /// Secret key of the main user
     #[arg(long, env = "SEALGATE_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
 
     /// TOML file of further users: `[[user]]` tables with `access_key` and `secret_key`
     #[arg(long, env = "SEALGATE_USERS")]
@@ -66,7 +98,7 @@ pub struct ServeArgs {
 
     /// Bearer token for the admin listener (generated and stored in the data dir when not given)
     #[arg(long, env = "SEALGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 
     /// KMS backend holding the bucket master keys: `local`, `kmip` or `aws` [default: local]
     #[arg(long, env = "SEALGATE_KMS")]
@@ -126,7 +158,7 @@ pub struct ServeArgs {
 
     /// Secret access key for AWS KMS
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub aws_secret_access_key: Option<String>,
+    pub aws_secret_access_key: Option<Secret>,
 
     /// Policy module (a sealgate:policy@1.0.0 component) to start with and to re-read on SIGHUP [default: the embedded default module]
     #[arg(long, env = "SEALGATE_POLICY")]
@@ -163,12 +195,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub access_key: Option<String>,
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     pub users_file: Option<PathBuf>,
     pub region: String,
     pub domain: Option<String>,
     pub admin_listen: SocketAddr,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub kms: KmsSettings,
     pub kms_timeout: Duration,
     pub bucket_keys: BucketKeySettings,
@@ -182,7 +214,7 @@ pub struct Settings {
 pub enum KmsSettings {
     Local { dir: PathBuf },
     Kmip { endpoints: Vec<String>, ca: PathBuf, cert: PathBuf, key: PathBuf, server_name: Option<String> },
-    Aws { endpoint: Option<String>, region: String, access_key_id: Option<String>, secret_access_key: Option<String> },
+    Aws { endpoint: Option<String>, region: String, access_key_id: Option<String>, secret_access_key: Option<Secret> },
 }
 
 impl std::fmt::Debug for KmsSettings {
@@ -412,6 +444,24 @@ mod tests {
         assert!(settings.offline_grace.is_zero());
         let zero_ttl = ServeArgs { kms_cache_ttl: Some("0".into()), ..Default::default() };
         assert!(zero_ttl.resolve().unwrap().bucket_keys.cache_ttl.is_zero());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let args = ServeArgs {
+            access_key: Some("AKIDVISIBLE".into()),
+            secret_key: Some("very-secret-key".into()),
+            admin_token: Some("very-secret-token".into()),
+            aws_secret_access_key: Some("very-secret-aws".into()),
+            kms: Some("aws".into()),
+            aws_access_key_id: Some("AKIDAWS".into()),
+            ..Default::default()
+        };
+        let settings = args.clone().resolve().unwrap();
+        for shown in [format!("{args:?}"), format!("{settings:?}")] {
+            assert!(!shown.contains("very-secret"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::kms::local::LocalKms;
 use crate::kms::metered::MeteredKms;
 use crate::listener::{ConnectionLimits, StallGuard, accept_loop};
 use crate::metrics::Metrics;
-use crate::policy::PolicyRuntime;
+use crate::policy::{PersistedPolicy, PolicyRuntime};
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
@@ -38,7 +38,9 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
+    // Private from the start: it holds credentials and wrapped keys.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let expiry = Duration::from_secs(settings.multipart_expiry_hours * 3600);
     let storage: Arc<dyn Storage> =
@@ -56,7 +58,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(path) => Some((read_module(path)?, path.display().to_string())),
         None => None,
     };
-    let policy = PolicyRuntime::start(kms, metrics.clone(), module).await?;
+    let persisted = PersistedPolicy::new(&settings.data_dir);
+    let policy = PolicyRuntime::start(kms, metrics.clone(), module, Some(persisted)).await?;
     tracing::info!(cipher = Implementation::DEFAULT.name(), cpu_features = %crypto::cpu_features(), "bulk cipher");
 
     let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
@@ -126,7 +129,7 @@ fn open_kms(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dy
             let mut config = AwsKmsConfig::new(region.clone());
             config.endpoint = endpoint.clone();
             config.access_key_id = access_key_id.clone();
-            config.secret_access_key = secret_access_key.clone();
+            config.secret_access_key = secret_access_key.as_ref().map(|s| s.expose().to_owned());
             config.call_timeout = settings.kms_timeout;
             config.attempt_timeout = config.attempt_timeout.min(settings.kms_timeout);
             config.connect_timeout = config.connect_timeout.min(settings.kms_timeout);
@@ -141,23 +144,25 @@ fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading policy module {}", path.display()))
 }
 
-/// SIGHUP re-reads `--policy` (or the embedded default) and swaps it in.
+/// SIGHUP re-reads `--policy` and swaps it in; with no `--policy`, the
+/// active module stays (a module loaded through `PUT /policy` is not undone).
 fn spawn_sighup_reload(policy: Arc<PolicyRuntime>, path: Option<std::path::PathBuf>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            let (bytes, source) = match &path {
-                Some(path) => match read_module(path) {
-                    Ok(bytes) => (bytes, path.display().to_string()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SIGHUP: cannot read the policy module; the current one stays");
-                        continue;
-                    }
-                },
-                None => (crate::policy::DEFAULT_MODULE.to_vec(), "embedded default".to_owned()),
+            let Some(path) = &path else {
+                tracing::info!("SIGHUP: no --policy configured; the active module stays");
+                continue;
+            };
+            let bytes = match read_module(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: cannot read the policy module; the current one stays");
+                    continue;
+                }
             };
             // Errors are logged and counted by the runtime.
-            let _ = policy.load(bytes, source).await;
+            let _ = policy.load(bytes, path.display().to_string()).await;
         }
     });
 }

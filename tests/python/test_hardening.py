@@ -163,3 +163,140 @@ def test_connections_beyond_the_cap_wait_instead_of_being_served(tmp_path_factor
             sock.close()
     finally:
         gw.stop()
+
+
+def test_more_concurrent_writes_than_sandbox_slots_wait_and_a_slow_kms_is_never_a_500(tmp_path_factory):
+    """90 concurrent PUTs, each needing a KMS call that takes 1.5 s: every
+    one gets 200 (or 503 if the KMS limit is hit), none a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import ClientError
+
+    from kms_backends import BACKENDS
+
+    backend = BACKENDS["aws"](tmp_path_factory.mktemp("slow-kms"))
+    kms_args = backend.gateway_args() + ["--kms-cache-ttl", "0"]
+    kms_args[kms_args.index("--kms-timeout-ms") + 1] = "10000"  # slower than usual, still within the limit
+    gw = Gateway(tmp_path_factory.mktemp("slow-kms-gw"), kms_args=kms_args)
+    gw.start()
+    try:
+        bucket = "slow-kms"
+        gw.encrypting_client().create_bucket(Bucket=bucket)
+        backend.proxy.delay = 1.5
+        s3 = gw.client(max_pool_connections=100)
+
+        def put(i: int) -> int:
+            try:
+                return s3.put_object(Bucket=bucket, Key=f"k{i}", Body=b"x" * 1000)["ResponseMetadata"]["HTTPStatusCode"]
+            except ClientError as e:
+                return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+        with ThreadPoolExecutor(max_workers=90) as pool:
+            statuses = list(pool.map(put, range(90)))
+        assert 500 not in statuses, statuses
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(200) >= 1, statuses
+    finally:
+        backend.proxy.delay = 0
+        gw.stop()
+        backend.close()
+
+
+def test_a_blank_admin_token_is_refused_and_secret_files_are_kept_private(tmp_path):
+    gw = Gateway(tmp_path / "blank")
+    gw.admin_token = "   "
+    out = _run_to_exit(gw)
+    assert out.returncode != 0 and "admin token" in out.stdout + out.stderr, out.stderr
+
+    # A blank token file in the data dir is refused too.
+    from_file = Gateway(tmp_path / "file")
+    command = from_file.command()
+    at = command.index("--admin-token")
+    del command[at:at + 2]
+    (from_file.data_dir / "admin-token").write_text("\n")
+    out = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                         env={k: v for k, v in os.environ.items() if not k.startswith(("SEALGATE_", "AWS_"))})
+    assert out.returncode != 0 and "admin token" in out.stdout + out.stderr, out.stderr
+
+    # A token file readable by others is made 0600 (with a warning) and used.
+    (from_file.data_dir / "admin-token").write_text("a-real-token\n")
+    os.chmod(from_file.data_dir / "admin-token", 0o644)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("SEALGATE_", "AWS_"))})
+    try:
+        from kms_backends import wait_until
+
+        assert wait_until(lambda: _admin_answers(from_file, "a-real-token"), timeout=30)
+        assert (os.stat(from_file.data_dir / "admin-token").st_mode & 0o777) == 0o600
+        assert (os.stat(from_file.data_dir / "metadata.redb").st_mode & 0o777) == 0o600
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+    assert "secret file was readable by others" in output
+
+    # A data dir the gateway creates is private.
+    fresh = Gateway(tmp_path / "fresh")
+    fresh.data_dir.rmdir()
+    fresh.start()
+    try:
+        assert (os.stat(fresh.data_dir).st_mode & 0o777) == 0o700
+    finally:
+        fresh.stop()
+
+
+def _admin_answers(gw: Gateway, token: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{gw.admin}/health", headers={"Authorization": f"Bearer {token}"},
+                            timeout=2).status_code in (200, 503)
+    except requests.RequestException:
+        return False
+
+
+def test_complete_racing_a_part_reupload_never_commits_replaced_data(gateway):
+    """CompleteMultipartUpload and a re-upload of the part it names, raced
+    200 times: whatever wins, the object reads back as one of the two
+    versions (never a 500 on a dangling part)."""
+    import threading
+
+    from botocore.exceptions import ClientError
+
+    s3 = gateway.client(max_pool_connections=4)
+    bucket = f"race-{os.getpid()}-{int(time.time())}"
+    s3.create_bucket(Bucket=bucket)
+    completed = 0
+    for i in range(200):
+        key = f"k{i}"
+        v1, v2 = os.urandom(20_000), os.urandom(20_000)
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        etag1 = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=v1)["ETag"]
+        outcome = {}
+
+        def complete():
+            try:
+                s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag1}]})
+                outcome["complete"] = "ok"
+            except ClientError as e:
+                outcome["complete"] = e.response["Error"]["Code"]
+
+        def reupload():
+            try:
+                s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=v2)
+                outcome["reupload"] = "ok"
+            except ClientError as e:
+                outcome["reupload"] = e.response["Error"]["Code"]
+
+        threads = [threading.Thread(target=complete), threading.Thread(target=reupload)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcome["complete"] in ("ok", "InvalidPart", "NoSuchUpload"), outcome
+        if outcome["complete"] == "ok":
+            completed += 1
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() in (v1, v2), outcome
+        elif outcome["complete"] == "InvalidPart":
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+    assert completed > 0

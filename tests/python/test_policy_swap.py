@@ -135,6 +135,33 @@ def test_hot_swap_encrypt_all_and_back(private_gateway):
     assert not is_encrypted(s3, before_plain)
 
 
+def test_a_swapped_module_survives_restart_and_sighup(private_gateway):
+    """An operator who switched to encrypt-all must not get plaintext buckets
+    back after a restart or a SIGHUP with no --policy configured."""
+    import signal
+
+    gw = private_gateway
+    info = load_ok(gw, ENCRYPT_ALL)
+    gw.restart()
+    after = gw.policy()
+    assert (after["name"], after["sha256"]) == ("encrypt-all", info["sha256"]), after
+    assert "kept across a restart" in after["source"], after
+    gw.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert gw.policy()["sha256"] == info["sha256"]
+    assert gw.is_running()
+    s3 = gw.client()
+    name = unique_bucket_name("kept")
+    s3.create_bucket(Bucket=name)
+    assert is_encrypted(s3, name)
+    # A damaged kept module stops the start with a clear message; nothing is guessed.
+    gw.stop()
+    [kept] = (gw.data_dir / "policy").glob("*.wasm")
+    kept.write_bytes(kept.read_bytes()[:-1] + b"x")
+    out = subprocess.run(gw.command(), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "does not match its sha256" in out.stdout + out.stderr, out.stderr
+
+
 def _cli_load(gw, path, token=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(sealgate_bin()), "policy", "load", str(path), "--admin-url", gw.admin,

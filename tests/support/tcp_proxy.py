@@ -4,19 +4,22 @@ real KMS server, to cut the network without losing the server's state
 
 Modes: ``forward`` (normal), ``down`` (the port refuses connections and open
 ones are closed: an unreachable KMS) and ``blackhole`` (connections are
-accepted and never answered: a hung KMS).
+accepted and never answered: a hung KMS). ``delay`` (seconds) holds every
+answer back that long: a slow KMS.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
         self.target = (target_host, target_port)
         self.mode = "forward"
+        self.delay = 0.0
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -106,13 +109,14 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, slow), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
         try:
             while data := src.recv(65536):
+                if slow and self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass

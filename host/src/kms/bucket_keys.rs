@@ -169,9 +169,13 @@ pub struct BucketKeyKms {
     metrics: Arc<Metrics>,
     cache: Mutex<Cache>,
     /// One KMS fetch per bucket at a time, so a burst of requests after a
-    /// miss makes one KMS call, not one each.
-    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// miss makes one KMS call, not one each: those queued behind a fetch
+    /// take its key from the cache, or its error (kept here), instead of
+    /// asking a failing KMS one after another.
+    fetching: Mutex<HashMap<String, FetchLock>>,
 }
+
+type FetchLock = Arc<tokio::sync::Mutex<Option<(Instant, KmsError)>>>;
 
 fn storage_error(e: StorageError) -> KmsError {
     match e {
@@ -219,9 +223,23 @@ impl BucketKeyKms {
         cache.current.retain(|(b, _), _| b != bucket);
     }
 
-    fn fetch_lock(&self, bucket: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn fetch_lock(&self, bucket: &str) -> FetchLock {
         let mut locks = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(bucket.to_owned()).or_default().clone()
+    }
+
+    /// Waits for the bucket's fetch in progress. Err: that fetch failed
+    /// while we waited; its error is ours.
+    async fn fetch_turn<'l>(
+        &self,
+        lock: &'l FetchLock,
+    ) -> Result<tokio::sync::MutexGuard<'l, Option<(Instant, KmsError)>>, KmsError> {
+        let queued = Instant::now();
+        let turn = lock.lock().await;
+        match &*turn {
+            Some((failed_at, error)) if *failed_at >= queued => Err(error.clone()),
+            _ => Ok(turn),
+        }
     }
 
     fn cached_key(&self, bucket: &str, id: &BucketKeyId, within: Duration) -> Option<Zeroizing<[u8; 32]>> {
@@ -262,13 +280,30 @@ impl BucketKeyKms {
             self.metrics.bucket_key_lookup("hit");
             return Ok(key);
         }
+        // Without a cache there is nothing to share: every caller fetches.
         let lock = self.fetch_lock(bucket);
-        let _one_fetch = lock.lock().await;
+        let mut turn = match self.caching() {
+            true => Some(self.fetch_turn(&lock).await?),
+            false => None,
+        };
         if let Some(key) = self.cached_key(bucket, id, self.settings.cache_ttl) {
             self.metrics.bucket_key_lookup("hit");
             return Ok(key);
         }
         self.metrics.bucket_key_lookup("miss");
+        let result = self.fetch_bucket_key(bucket, id, record).await;
+        if let Some(turn) = turn.as_mut() {
+            **turn = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        }
+        result
+    }
+
+    async fn fetch_bucket_key(
+        &self,
+        bucket: &str,
+        id: &BucketKeyId,
+        record: Option<&BucketRecord>,
+    ) -> Result<Zeroizing<[u8; 32]>, KmsError> {
         let fetched = match record {
             Some(record) => record.clone(),
             None => self
@@ -374,7 +409,7 @@ impl BucketKeyKms {
         master: &str,
     ) -> Result<(BucketKeyId, i64, Zeroizing<[u8; 32]>), KmsError> {
         let lock = self.fetch_lock(bucket);
-        let one_fetch = lock.lock().await;
+        let mut one_fetch = self.fetch_turn(&lock).await?;
         // A request that held the lock before us may have started one.
         if let Some(record) = self.storage.get_bucket(bucket).await.map_err(storage_error)?
             && let Some(epoch) = self.fresh_epoch(&record, master)
@@ -386,7 +421,13 @@ impl BucketKeyKms {
         let key = super::random_data_key();
         let mut id = [0u8; ID_LEN];
         rand::rng().fill_bytes(&mut id);
-        let wrapped = self.inner.wrap_data_key(master, &key, &bucket_key_context(bucket)).await?;
+        let wrapped = match self.inner.wrap_data_key(master, &key, &bucket_key_context(bucket)).await {
+            Ok(wrapped) => wrapped,
+            Err(e) => {
+                *one_fetch = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
         let created_unix_ms = now_unix_ms();
         let ours = BucketKeyRecord {
             id: hex::encode(id),

@@ -11,7 +11,7 @@ pub mod metered;
 use zeroize::Zeroizing;
 
 /// Why a KMS call failed. The policy guest sees [`KmsError::code`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KmsError {
     /// Unreachable, timed out, overloaded: retrying later may work.
     #[error("KMS unavailable: {0}")]

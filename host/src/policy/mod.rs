@@ -9,6 +9,7 @@
 //! front answers with 500 InternalError, having written nothing.
 
 mod guest;
+pub mod persisted;
 mod selftest;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use wasmtime::{
 
 pub use guest::{BucketState, KeyContexts, Operation, Request, Sealed};
 use guest::{Decision, GuestState, HeldKey, PolicyPre};
+pub use persisted::PersistedPolicy;
 
 use crate::kms::{DataKey, Kms};
 use crate::metrics::Metrics;
@@ -40,6 +42,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 const GUEST_TICKS: u32 = 10;
 /// Concurrent evaluations; the instance pool is sized for them.
 const SLOTS: u32 = 128;
+/// Pool room beyond the evaluation slots: load-time self-tests and
+/// `describe` calls run outside the slots.
+const SPARE_SLOTS: u32 = 8;
+/// What one evaluation may instantiate. The store limits enforce it (a
+/// module that needs more fails its self-test and is refused) and the pool
+/// is sized as this times the slots, so an admitted evaluation always finds
+/// room. The shipped modules use 3 core instances, 1 memory, 1 table.
+const CORE_INSTANCES_PER_EVALUATION: u32 = 8;
+const MEMORIES_PER_EVALUATION: u32 = 4;
+const TABLES_PER_EVALUATION: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -53,6 +65,8 @@ pub enum PolicyError {
     Guest(String),
     #[error("guest returned a malformed decision: {0}")]
     Malformed(String),
+    #[error("module not swapped in: it could not be kept for restarts: {0}")]
+    Persist(String),
 }
 
 /// What `GET /policy` shows about the loaded module.
@@ -126,15 +140,18 @@ pub struct PolicyRuntime {
     metrics: Arc<Metrics>,
     /// Serializes swaps so two loads cannot interleave.
     swap_lock: tokio::sync::Mutex<()>,
+    /// Where the active module is kept for restarts (none in benchmarks).
+    persisted: Option<PersistedPolicy>,
 }
 
 fn engine() -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(SLOTS + 8)
-        .total_core_instances(SLOTS + 8)
-        .total_memories(SLOTS + 8)
-        .total_tables(SLOTS + 8)
-        .total_stacks(SLOTS + 8)
+    let evaluations = SLOTS + SPARE_SLOTS;
+    pool.total_component_instances(evaluations)
+        .total_core_instances(evaluations * CORE_INSTANCES_PER_EVALUATION)
+        .total_memories(evaluations * MEMORIES_PER_EVALUATION)
+        .total_tables(evaluations * TABLES_PER_EVALUATION)
+        .total_stacks(evaluations)
         .max_memory_size(MEMORY_LIMIT);
     let mut config = Config::new();
     config
@@ -152,17 +169,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl PolicyRuntime {
-    /// Starts with `module` (or the embedded default) and the epoch ticker.
+    /// Starts with the module last swapped in (kept in `persisted`), else
+    /// `module`, else the embedded default; and the epoch ticker.
     pub async fn start(
         kms: Arc<dyn Kms>,
         metrics: Arc<Metrics>,
         module: Option<(Vec<u8>, String)>,
+        persisted: Option<PersistedPolicy>,
     ) -> anyhow::Result<Arc<Self>> {
         let engine = engine()?;
         let mut linker = Linker::new(&engine);
         guest::Policy::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
-        let (bytes, source) = module.unwrap_or_else(|| (DEFAULT_MODULE.to_vec(), "embedded default".into()));
+        let kept = persisted.as_ref().map(PersistedPolicy::load).transpose()?.flatten();
+        let (bytes, source) = match (kept, module) {
+            (Some((bytes, source)), configured) => {
+                if let Some((_, path)) = configured {
+                    tracing::warn!(policy = %path, "the module last swapped in stays active over --policy; send SIGHUP to load --policy");
+                }
+                (bytes, format!("{source}, kept across a restart"))
+            }
+            (None, Some(module)) => module,
+            (None, None) => (DEFAULT_MODULE.to_vec(), "embedded default".into()),
+        };
         let loaded = prepare(&engine, &linker, kms.clone(), bytes, source).await?;
         let runtime = Arc::new(Self {
             engine,
@@ -172,6 +201,7 @@ impl PolicyRuntime {
             slots: Semaphore::new(SLOTS as usize),
             metrics,
             swap_lock: tokio::sync::Mutex::new(()),
+            persisted,
         });
         // A plain thread, not a tokio task: a guest spinning on a runtime
         // worker must not be able to starve the clock that stops it.
@@ -195,12 +225,22 @@ impl PolicyRuntime {
         &self.kms
     }
 
-    /// Compiles, checks and self-tests a candidate, then swaps it in.
-    /// Requests in flight finish on the module they started with.
+    /// Compiles, checks and self-tests a candidate, keeps it for restarts,
+    /// then swaps it in. Requests in flight finish on the module they
+    /// started with.
     pub async fn load(&self, bytes: Vec<u8>, source: String) -> Result<PolicyInfo, PolicyError> {
         let _one_at_a_time = self.swap_lock.lock().await;
         let started = Instant::now();
-        match prepare(&self.engine, &self.linker, self.kms.clone(), bytes, source).await {
+        let kept = self.persisted.as_ref().map(|_| (bytes.clone(), source.clone()));
+        let prepared = prepare(&self.engine, &self.linker, self.kms.clone(), bytes, source).await;
+        let prepared = match (prepared, &self.persisted, kept) {
+            (Ok(loaded), Some(store), Some((bytes, source))) => store
+                .save(&bytes, &loaded.info.sha256, &source)
+                .map(|()| loaded)
+                .map_err(|e| PolicyError::Persist(e.to_string())),
+            (prepared, ..) => prepared,
+        };
+        match prepared {
             Ok(loaded) => {
                 let info = loaded.info.clone();
                 self.current.store(Arc::new(loaded));
@@ -253,7 +293,12 @@ impl PolicyRuntime {
 fn new_store(engine: &Engine, kms: Arc<dyn Kms>, contexts: KeyContexts, sha256: &str) -> Store<GuestState> {
     let state = GuestState {
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(8).tables(8).memories(4).build(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(MEMORY_LIMIT)
+            .instances(CORE_INSTANCES_PER_EVALUATION as usize)
+            .tables(TABLES_PER_EVALUATION as usize)
+            .memories(MEMORIES_PER_EVALUATION as usize)
+            .build(),
         kms,
         contexts,
         created_keys: Vec::new(),
@@ -301,6 +346,7 @@ async fn prepare(
         .await
         .map_err(|e| PolicyError::Compile(e.to_string()))?
         .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+    check_resources(&component)?;
     let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
     let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
     let (name, version) = describe(engine, &pre, &sha256).await?;
@@ -315,6 +361,23 @@ async fn prepare(
         source,
     };
     Ok(LoadedPolicy { pre, info })
+}
+
+/// Refuses, with a clear reason, a module whose memories or tables exceed
+/// what one evaluation may have (core instances are checked by the
+/// self-test, which instantiates under the same limits).
+fn check_resources(component: &Component) -> Result<(), PolicyError> {
+    let Some(needs) = component.resources_required() else {
+        return Err(PolicyError::Imports("the component imports core modules; it must be self-contained".into()));
+    };
+    if needs.num_memories > MEMORIES_PER_EVALUATION || needs.num_tables > TABLES_PER_EVALUATION {
+        return Err(PolicyError::Imports(format!(
+            "the component needs {} memories and {} tables; at most {MEMORIES_PER_EVALUATION} and \
+             {TABLES_PER_EVALUATION} per evaluation",
+            needs.num_memories, needs.num_tables
+        )));
+    }
+    Ok(())
 }
 
 async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) -> Result<(String, String), PolicyError> {

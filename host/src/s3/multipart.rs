@@ -2,7 +2,7 @@
 //! complete, abort.
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::{Conditions, check_write};
@@ -12,7 +12,7 @@ use super::policy::{Ask, sealing_of};
 use super::{Gateway, caller, now_ms, owner, quoted, timestamp};
 use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
-use crate::storage::{ObjectRecord, PartRecord, UploadRecord};
+use crate::storage::{ObjectPart, ObjectRecord, PartRecord, StorageError, UploadRecord};
 
 /// Every part but the last must be at least this large (as AWS).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -58,6 +58,30 @@ fn copy_range(header: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>>
         return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
     }
     Ok(first..last + 1)
+}
+
+fn invalid_part() -> S3Error {
+    s3_error!(
+        InvalidPart,
+        "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
+    )
+}
+
+/// The stored parts a CompleteMultipartUpload names, checked against the
+/// ETags it gives and the minimum part size.
+fn chosen_parts(requested: &[CompletedPart], numbers: &[u32], stored: &[PartRecord]) -> S3Result<Vec<ObjectPart>> {
+    let mut parts = Vec::with_capacity(requested.len());
+    for (wanted, number) in requested.iter().zip(numbers) {
+        let found = stored.iter().find(|p| p.part_number == *number).ok_or_else(invalid_part)?;
+        if wanted.e_tag.as_ref().is_some_and(|etag| etag.value() != found.part.etag) {
+            return Err(invalid_part());
+        }
+        parts.push(found.part.clone());
+    }
+    if parts[..parts.len() - 1].iter().any(|p| p.size < MIN_PART_SIZE) {
+        return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size."));
+    }
+    Ok(parts)
 }
 
 impl Gateway {
@@ -236,44 +260,35 @@ impl Gateway {
                 "The list of parts was not in ascending order. Parts must be ordered by part number."
             ));
         }
-        let stored = self.storage.list_parts(&upload.upload_id).await.or_s3()?;
-        let invalid_part = || {
-            s3_error!(
-                InvalidPart,
-                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
-            )
-        };
-        let mut parts = Vec::with_capacity(requested.len());
-        for (wanted, number) in requested.iter().zip(&numbers) {
-            let found = stored.iter().find(|p| p.part_number == *number).ok_or_else(invalid_part)?;
-            if wanted.e_tag.as_ref().is_some_and(|etag| etag.value() != found.part.etag) {
-                return Err(invalid_part());
-            }
-            parts.push(found.part.clone());
-        }
-        if parts[..parts.len() - 1].iter().any(|p| p.size < MIN_PART_SIZE) {
-            return Err(s3_error!(
-                EntityTooSmall,
-                "Your proposed upload is smaller than the minimum allowed object size."
-            ));
-        }
         let current = self.storage.get_object(&bucket, &key).await.or_s3()?;
         check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         let mut ask = Ask::new(Operation::CompleteMultipartUpload, &bucket, Some(&key), &req.headers);
         ask.target = upload.sealing.as_ref();
         let allowed = self.consult(ask).await?;
-        let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
-        let record = ObjectRecord {
-            size: parts.iter().map(|p| p.size).sum(),
-            etag: etag.clone(),
-            last_modified_unix_ms: now_ms(),
-            metadata: upload.metadata.clone(),
-            checksums: Default::default(),
-            parts,
-            multipart: true,
-            sealing: upload.sealing.clone(),
+        // A part re-sent while this runs replaces the one chosen here; the
+        // store then refuses the commit (it never points at replaced data),
+        // and the parts are chosen again, at most a few times.
+        let mut attempts = 0;
+        let etag = loop {
+            let stored = self.storage.list_parts(&upload.upload_id).await.or_s3()?;
+            let parts = chosen_parts(requested, &numbers, &stored)?;
+            let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
+            let record = ObjectRecord {
+                size: parts.iter().map(|p| p.size).sum(),
+                etag: etag.clone(),
+                last_modified_unix_ms: now_ms(),
+                metadata: upload.metadata.clone(),
+                checksums: Default::default(),
+                parts,
+                multipart: true,
+                sealing: upload.sealing.clone(),
+            };
+            match self.storage.complete_upload(&upload.upload_id, record).await {
+                Err(StorageError::PartChanged) if attempts < 3 => attempts += 1,
+                Err(StorageError::PartChanged) => return Err(invalid_part()),
+                other => break other.map(|()| etag).or_s3()?,
+            }
         };
-        self.storage.complete_upload(&upload.upload_id, record).await.or_s3()?;
         let output = CompleteMultipartUploadOutput {
             bucket: Some(bucket.clone()),
             key: Some(key.clone()),

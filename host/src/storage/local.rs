@@ -27,6 +27,9 @@ const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 /// bucket's objects are a contiguous range ordered by key bytes, as S3 lists.
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// (bucket, upload id) of every pending upload: a bucket's uploads without
+/// a scan of everyone's.
+const UPLOADS_BY_BUCKET: TableDefinition<(&str, &str), ()> = TableDefinition::new("uploads_by_bucket");
 const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -143,6 +146,7 @@ impl LocalStorage {
             return Err(orphaned_data(data_dir, "is missing or empty"));
         }
         let db = Database::create(&db_path)?;
+        std::fs::set_permissions(&db_path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         if !has_tables(&db)? && holds_data_files(&objects_dir)? {
             return Err(orphaned_data(data_dir, "has no tables"));
         }
@@ -155,8 +159,8 @@ impl LocalStorage {
         let txn = db.begin_write()?;
         txn.open_table(BUCKETS)?;
         txn.open_table(OBJECTS)?;
-        txn.open_table(UPLOADS)?;
         txn.open_table(PARTS)?;
+        index_uploads_by_bucket(&txn)?;
         txn.commit()?;
         let store = Self { db: Arc::new(db), objects_dir, tmp_dir, _lock: lock };
         store.expire_uploads(upload_expiry)?;
@@ -261,11 +265,51 @@ impl LocalStorage {
 }
 
 /// Removes an upload and its parts in one transaction; returns their data.
+/// Fills the bucket index of uploads in a store made before it existed.
+fn index_uploads_by_bucket(txn: &redb::WriteTransaction) -> Result<(), StorageError> {
+    let uploads = txn.open_table(UPLOADS)?;
+    let mut index = txn.open_table(UPLOADS_BY_BUCKET)?;
+    if index.first()?.is_some() || uploads.first()?.is_none() {
+        return Ok(());
+    }
+    for item in uploads.iter()? {
+        let upload: UploadRecord = decode(item?.1.value())?;
+        index.insert((upload.bucket.as_str(), upload.upload_id.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// Removes an upload's record and its index entry; false when there was none.
+fn forget_upload(txn: &redb::WriteTransaction, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
+    let Some(value) = txn.open_table(UPLOADS)?.remove(upload_id)?.map(|v| v.value().to_vec()) else {
+        return Ok(None);
+    };
+    let upload: UploadRecord = decode(&value)?;
+    txn.open_table(UPLOADS_BY_BUCKET)?.remove((upload.bucket.as_str(), upload_id))?;
+    Ok(Some(upload))
+}
+
+/// Ids of the bucket's pending uploads, from the index.
+fn bucket_upload_ids(
+    index: &impl ReadableTable<(&'static str, &'static str), ()>,
+    bucket: &str,
+) -> Result<Vec<String>, StorageError> {
+    let mut ids = Vec::new();
+    for item in index.range((bucket, "")..)? {
+        let (key, _) = item?;
+        let (b, id) = key.value();
+        if b != bucket {
+            break;
+        }
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
+}
+
 fn remove_upload(db: &Database, upload_id: &str) -> Result<Vec<DataSegment>, StorageError> {
     let txn = db.begin_write()?;
     let segments = {
-        let mut uploads = txn.open_table(UPLOADS)?;
-        if uploads.remove(upload_id)?.is_none() {
+        if forget_upload(&txn, upload_id)?.is_none() {
             return Err(StorageError::NoSuchUpload);
         }
         take_parts(&mut txn.open_table(PARTS)?, upload_id)?.into_iter().map(|p| p.part.segment).collect()
@@ -434,18 +478,10 @@ impl Storage for LocalStorage {
                     {
                         return Err(StorageError::BucketNotEmpty);
                     }
-                    let mut uploads = txn.open_table(UPLOADS)?;
-                    let mut parts = txn.open_table(PARTS)?;
-                    let pending: Vec<String> = uploads
-                        .iter()?
-                        .filter_map(|item| {
-                            let (id, v) = item.ok()?;
-                            let upload: UploadRecord = decode(v.value()).ok()?;
-                            (upload.bucket == name).then(|| id.value().to_owned())
-                        })
-                        .collect();
+                    let pending = bucket_upload_ids(&txn.open_table(UPLOADS_BY_BUCKET)?, &name)?;
                     for id in pending {
-                        uploads.remove(id.as_str())?;
+                        forget_upload(&txn, &id)?;
+                        let mut parts = txn.open_table(PARTS)?;
                         segments.extend(take_parts(&mut parts, &id)?.into_iter().map(|p| p.part.segment));
                     }
                     buckets.remove(name.as_str())?;
@@ -586,6 +622,7 @@ impl Storage for LocalStorage {
                 return Err(StorageError::NoSuchBucket);
             }
             txn.open_table(UPLOADS)?.insert(upload.upload_id.as_str(), encode(&upload).as_slice())?;
+            txn.open_table(UPLOADS_BY_BUCKET)?.insert((upload.bucket.as_str(), upload.upload_id.as_str()), ())?;
             txn.commit()?;
             Ok(())
         })
@@ -700,18 +737,22 @@ impl Storage for LocalStorage {
             .blocking(move |db| {
                 let txn = db.begin_write()?;
                 let unused = {
-                    let mut uploads = txn.open_table(UPLOADS)?;
-                    let upload: UploadRecord = match uploads.remove(upload_id.as_str())? {
-                        Some(v) => decode(v.value())?,
-                        None => return Err(StorageError::NoSuchUpload),
+                    let Some(upload) = forget_upload(&txn, &upload_id)? else {
+                        return Err(StorageError::NoSuchUpload);
                     };
                     if txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.is_none() {
                         return Err(StorageError::NoSuchBucket);
                     }
                     let used: HashSet<&str> = object.parts.iter().map(|p| p.segment.data_id.as_str()).collect();
-                    let mut unused: Vec<DataSegment> = take_parts(&mut txn.open_table(PARTS)?, &upload_id)?
-                        .into_iter()
-                        .map(|p| p.part.segment)
+                    let current = take_parts(&mut txn.open_table(PARTS)?, &upload_id)?;
+                    let current_ids: HashSet<&str> = current.iter().map(|p| p.part.segment.data_id.as_str()).collect();
+                    if !used.is_subset(&current_ids) {
+                        // Dropping the transaction undoes everything above.
+                        return Err(StorageError::PartChanged);
+                    }
+                    let mut unused: Vec<DataSegment> = current
+                        .iter()
+                        .map(|p| p.part.segment.clone())
                         .filter(|s| !used.contains(s.data_id.as_str()))
                         .collect();
                     let db_key = object_key(&upload.bucket, &upload.key);
@@ -740,11 +781,11 @@ impl Storage for LocalStorage {
         let bucket = bucket.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
+            let uploads = txn.open_table(UPLOADS)?;
             let mut out = Vec::new();
-            for item in txn.open_table(UPLOADS)?.iter()? {
-                let upload: UploadRecord = decode(item?.1.value())?;
-                if upload.bucket == bucket {
-                    out.push(upload);
+            for id in bucket_upload_ids(&txn.open_table(UPLOADS_BY_BUCKET)?, &bucket)? {
+                if let Some(v) = uploads.get(id.as_str())? {
+                    out.push(decode::<UploadRecord>(v.value())?);
                 }
             }
             out.sort_by(|a, b| (&a.key, a.initiated_unix_ms).cmp(&(&b.key, b.initiated_unix_ms)));

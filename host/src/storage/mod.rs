@@ -31,6 +31,9 @@ pub enum StorageError {
     BucketNotEmpty,
     #[error("multipart upload does not exist")]
     NoSuchUpload,
+    /// CompleteMultipartUpload named a part that was replaced meanwhile.
+    #[error("a part of the upload changed while it was being completed")]
+    PartChanged,
     #[error("request body failed: {0}")]
     Body(std::io::Error),
     #[error("storage I/O: {0}")]
@@ -160,7 +163,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError>;
     async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError>;
     /// Atomically makes `object` (built from some of the upload's parts)
-    /// visible and forgets the upload; unused parts are discarded.
+    /// visible and forgets the upload; unused parts are discarded. Fails
+    /// with `PartChanged`, committing nothing, when a part `object` uses is
+    /// no longer the upload's (replaced by a re-upload meanwhile).
     async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
