@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// Hours after which an unfinished multipart upload is discarded [default: 168]
     #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY_HOURS")]
     pub multipart_expiry_hours: Option<u64>,
+
+    /// The same as a duration (`7d` is `168h`); wins over --multipart-expiry-hours
+    #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY")]
+    pub multipart_expiry: Option<String>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -206,7 +210,9 @@ pub struct Settings {
     pub bucket_keys: BucketKeySettings,
     pub connections: ConnectionLimits,
     pub policy: Option<PathBuf>,
-    pub multipart_expiry_hours: u64,
+    /// Unfinished multipart uploads older than this are discarded (checked
+    /// at start and periodically).
+    pub multipart_expiry: Duration,
 }
 
 /// The KMS backend and what it needs to connect.
@@ -294,6 +300,10 @@ impl ServeArgs {
         }
         let kms = kms_settings(&merged)?;
         let bucket_keys = bucket_key_settings(&merged)?;
+        let multipart_expiry = match &merged.multipart_expiry {
+            Some(text) => parse_duration("multipart-expiry", text)?,
+            None => Duration::from_secs(merged.multipart_expiry_hours.unwrap_or(168).saturating_mul(3600)),
+        };
         let connections = connection_limits(&merged)?;
         Ok(Settings {
             listen: merged.listen.unwrap_or(([127, 0, 0, 1], 9000).into()),
@@ -310,7 +320,7 @@ impl ServeArgs {
             bucket_keys,
             connections,
             policy: merged.policy,
-            multipart_expiry_hours: merged.multipart_expiry_hours.unwrap_or(168),
+            multipart_expiry,
         })
     }
 
@@ -348,24 +358,26 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
+            multipart_expiry: self.multipart_expiry.or(file.multipart_expiry),
         }
     }
 }
 
-/// `300`, `300s`, `5m`, `24h` or `1500ms`. Hand-written: four suffixes do
-/// not warrant a dependency.
+/// `300`, `300s`, `5m`, `24h`, `7d` or `1500ms`. Hand-written: five
+/// suffixes do not warrant a dependency.
 fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| ConfigError::Invalid(format!("--{flag} {text:?}: expected a number with s, m, h or ms")))?;
+        .map_err(|_| ConfigError::Invalid(format!("--{flag} {text:?}: expected a number with s, m, h, d or ms")))?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(number)),
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
+        "d" => 86_400,
         _ => return Err(ConfigError::Invalid(format!("--{flag} {text:?}: unknown unit {unit:?}"))),
     };
     Ok(Duration::from_secs(number.saturating_mul(seconds)))

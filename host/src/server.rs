@@ -42,7 +42,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let expiry = Duration::from_secs(settings.multipart_expiry_hours * 3600);
+    let expiry = settings.multipart_expiry;
     let storage: Arc<dyn Storage> =
         Arc::new(LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?);
     let main = auth::main_credentials(&settings)?;
@@ -64,6 +64,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
     let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
+    spawn_upload_expiry(storage.clone(), expiry);
     let admin =
         Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone(), bucket_keys });
     spawn_sighup_reload(policy, settings.policy.clone());
@@ -98,6 +99,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("in-flight requests still running after the grace period; stopping anyway");
     }
     Ok(())
+}
+
+/// Discards abandoned multipart uploads while the gateway runs, not only at
+/// start: every quarter of the expiry, between once a second and once an hour.
+fn spawn_upload_expiry(storage: Arc<dyn Storage>, expiry: Duration) {
+    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await; // the start-up sweep just ran
+        loop {
+            tick.tick().await;
+            if let Err(e) = storage.expire_uploads(expiry).await {
+                tracing::warn!(error = %e, "expiring abandoned multipart uploads failed");
+            }
+        }
+    });
 }
 
 /// Evicts (and zeroizes) cached bucket keys once past their TTL and grace,

@@ -193,9 +193,11 @@ def test_more_concurrent_writes_than_sandbox_slots_wait_and_a_slow_kms_is_never_
 
         with ThreadPoolExecutor(max_workers=90) as pool:
             statuses = list(pool.map(put, range(90)))
+        # How many finish in time depends on the machine; what must hold is
+        # that none is a 500 and no evaluation failed for want of room.
         assert 500 not in statuses, statuses
         assert set(statuses) <= {200, 503}, statuses
-        assert statuses.count(200) >= 1, statuses
+        assert gw.metric("sealgate_policy_guest_failures_total") == 0
     finally:
         backend.proxy.delay = 0
         gw.stop()
@@ -300,3 +302,22 @@ def test_complete_racing_a_part_reupload_never_commits_replaced_data(gateway):
         elif outcome["complete"] == "InvalidPart":
             s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
     assert completed > 0
+
+
+def test_abandoned_uploads_expire_while_the_gateway_runs(tmp_path_factory):
+    gw = _limited_gateway(tmp_path_factory, "--multipart-expiry", "3s")
+    try:
+        s3 = gw.client()
+        s3.create_bucket(Bucket="expiring")
+        upload = s3.create_multipart_upload(Bucket="expiring", Key="k")["UploadId"]
+        s3.upload_part(Bucket="expiring", Key="k", UploadId=upload, PartNumber=1, Body=b"x" * 1000)
+        assert len(_data_files(gw)) == 1
+        from kms_backends import wait_until
+
+        assert wait_until(lambda: not s3.list_multipart_uploads(Bucket="expiring").get("Uploads"), timeout=20)
+        assert wait_until(lambda: not _data_files(gw), timeout=10)
+        # Nothing else was touched; the bucket works and deletes cleanly.
+        s3.put_object(Bucket="expiring", Key="kept", Body=b"kept")
+        assert s3.get_object(Bucket="expiring", Key="kept")["Body"].read() == b"kept"
+    finally:
+        gw.stop()

@@ -163,7 +163,7 @@ impl LocalStorage {
         index_uploads_by_bucket(&txn)?;
         txn.commit()?;
         let store = Self { db: Arc::new(db), objects_dir, tmp_dir, _lock: lock };
-        store.expire_uploads(upload_expiry)?;
+        store.expire_old_uploads(upload_expiry)?;
         store.remove_unreferenced_data()?;
         Ok(store)
     }
@@ -175,27 +175,10 @@ impl LocalStorage {
         Ok(self.objects_dir.join(&id[..2]).join(id))
     }
 
-    fn expire_uploads(&self, expiry: std::time::Duration) -> Result<(), StorageError> {
-        let cutoff = now_ms() - expiry.as_millis() as i64;
-        let expired: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let uploads = txn.open_table(UPLOADS)?;
-            let mut out = Vec::new();
-            for item in uploads.iter()? {
-                let (id, value) = item?;
-                let upload: UploadRecord = decode(value.value())?;
-                if upload.initiated_unix_ms < cutoff {
-                    out.push(id.value().to_owned());
-                }
-            }
-            out
-        };
-        for id in expired {
-            tracing::info!(upload_id = %id, "expiring abandoned multipart upload");
-            let segments = remove_upload(&self.db, &id)?;
-            self.delete_segments(&segments);
-        }
-        Ok(())
+    fn expire_old_uploads(&self, expiry: std::time::Duration) -> Result<u64, StorageError> {
+        let (count, segments) = expire_uploads_in(&self.db, expiry)?;
+        self.delete_segments(&segments);
+        Ok(count)
     }
 
     fn remove_unreferenced_data(&self) -> Result<(), StorageError> {
@@ -265,6 +248,38 @@ impl LocalStorage {
 }
 
 /// Removes an upload and its parts in one transaction; returns their data.
+/// Removes the uploads started more than `expiry` ago; returns how many and
+/// the data segments to delete.
+fn expire_uploads_in(db: &Database, expiry: std::time::Duration) -> Result<(u64, Vec<DataSegment>), StorageError> {
+    let cutoff = now_ms() - expiry.as_millis() as i64;
+    let expired: Vec<String> = {
+        let txn = db.begin_read()?;
+        let mut out = Vec::new();
+        for item in txn.open_table(UPLOADS)?.iter()? {
+            let (id, value) = item?;
+            let upload: UploadRecord = decode(value.value())?;
+            if upload.initiated_unix_ms < cutoff {
+                out.push(id.value().to_owned());
+            }
+        }
+        out
+    };
+    let (mut count, mut segments) = (0, Vec::new());
+    for id in expired {
+        match remove_upload(db, &id) {
+            Ok(removed) => {
+                tracing::info!(upload_id = %id, "expired an abandoned multipart upload");
+                count += 1;
+                segments.extend(removed);
+            }
+            // Completed or aborted meanwhile.
+            Err(StorageError::NoSuchUpload) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((count, segments))
+}
+
 /// Fills the bucket index of uploads in a store made before it existed.
 fn index_uploads_by_bucket(txn: &redb::WriteTransaction) -> Result<(), StorageError> {
     let uploads = txn.open_table(UPLOADS)?;
@@ -775,6 +790,12 @@ impl Storage for LocalStorage {
         let segments = self.blocking(move |db| remove_upload(db, &upload_id)).await?;
         self.delete_segments_later(segments).await;
         Ok(())
+    }
+
+    async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<u64, StorageError> {
+        let (count, segments) = self.blocking(move |db| expire_uploads_in(db, max_age)).await?;
+        self.delete_segments_later(segments).await;
+        Ok(count)
     }
 
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError> {

@@ -169,6 +169,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
+    /// Discards unfinished uploads started more than `max_age` ago; returns how many.
+    async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<u64, StorageError>;
     /// Key rotation: as [`Storage::replace_object_sealing`], for an upload.
     async fn replace_upload_sealing(
         &self,
