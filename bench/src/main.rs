@@ -119,7 +119,7 @@ async fn main() -> Result<()> {
     println!("machine: {} cores, {}\n", std::thread::available_parallelism()?.get(), micro::cpu_model());
     // SEALGATE_BENCH_ONLY=kms: just the KMS backends table.
     if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "kms") {
-        return kms_backends(seconds).await;
+        return kms_backends(seconds, rounds).await;
     }
 
     micro::bulk_cipher();
@@ -157,67 +157,59 @@ async fn main() -> Result<()> {
     println!("gateway peak RSS after these runs: {} MiB", gw.peak_rss_mib()?);
     drop(gw);
 
-    kms_backends(seconds).await?;
+    kms_backends(seconds, rounds).await?;
     gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await?;
     Ok(())
 }
 
 /// 4 KiB ops on an encrypted bucket with each KMS backend (bucket keys
 /// cached, the default), the KMS calls they made per 1000 operations, and
-/// each backend's round trip from the gateway's own metrics: the mean under
-/// load, and one client's sequential GETs on a gateway with no key cache
-/// (`--kms-cache-ttl 0`: one KMS call per GET).
-async fn kms_backends(seconds: u64) -> Result<()> {
+/// each backend's round trip from the gateway's own metrics: one client's
+/// sequential GETs on a gateway with no key cache (`--kms-cache-ttl 0`: one
+/// KMS call per GET). The three gateways run side by side and are measured
+/// in turn, `rounds` times; the medians are shown.
+async fn kms_backends(seconds: u64, rounds: usize) -> Result<()> {
     println!("\n## KMS backends (encrypted bucket, 4 KiB objects, 16 clients, bucket keys cached)\n");
     println!(
         "| KMS | PUT ops/s | GET ops/s | PUT ÷ local | GET ÷ local | KMS calls per 1000 ops | \
          unwrap, one client, no cache |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let mut local = None;
-    for backend in ["local", "kmip", "aws"] {
+    let backends = ["local", "kmip", "aws"];
+    let mut servers = Vec::new();
+    let mut gateways = Vec::new();
+    for backend in backends {
         let server = match backend {
             "kmip" => Some(kms_servers::KmsServer::kmip()?),
             "aws" => Some(kms_servers::KmsServer::moto()?),
             _ => None,
         };
-        let args: Vec<&str> = server.iter().flat_map(|s| s.gateway_args.iter().map(String::as_str)).collect();
-        let gw = Gateway::start(&args)?;
-        let s3 = gw.client();
-        gw.create_buckets(&s3).await?;
-        let before = gw.metrics().await?;
-        let put = small_ops(&s3, "sealed", 16, seconds, false).await?;
-        let get = small_ops(&s3, "sealed", 16, seconds, true).await?;
-        let after = gw.metrics().await?;
+        let args: Vec<String> = server.iter().flat_map(|s| s.gateway_args.clone()).collect();
+        let gw = Gateway::start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        gw.create_buckets(&gw.client()).await?;
+        servers.push((server, args));
+        gateways.push(gw);
+    }
+    let before: Vec<gateway::Metrics> =
+        futures::future::try_join_all(gateways.iter().map(|gw| gw.metrics())).await?;
+    let (mut puts, mut gets) = (vec![Vec::new(); backends.len()], vec![Vec::new(); backends.len()]);
+    for _ in 0..rounds {
+        for (i, gw) in gateways.iter().enumerate() {
+            let s3 = gw.client();
+            puts[i].push(small_ops(&s3, "sealed", 16, seconds, false).await?);
+            gets[i].push(small_ops(&s3, "sealed", 16, seconds, true).await?);
+        }
+    }
+    let (local_put, local_get) = (median(puts[0].clone()), median(gets[0].clone()));
+    for (i, backend) in backends.iter().enumerate() {
+        let after = gateways[i].metrics().await?;
         let delta = |name: &str, ops: &[&str]| -> f64 {
-            ops.iter().map(|op| after.labelled(name, op) - before.labelled(name, op)).sum()
+            ops.iter().map(|op| after.labelled(name, op) - before[i].labelled(name, op)).sum()
         };
         let kms_calls = delta("sealgate_kms_calls_total", &["wrap_data_key", "unwrap_data_key", "generate_data_key"]);
         let s3_ops = delta("sealgate_s3_requests_total", &["PutObject", "GetObject"]);
-        drop(gw);
-
-        // The round trip alone: sequential GETs on a gateway that caches
-        // no bucket key, so each makes one KMS call.
-        let mut uncached_args = args.clone();
-        uncached_args.extend(["--kms-cache-ttl", "0"]);
-        let gw = Gateway::start(&uncached_args)?;
-        let s3 = gw.client();
-        gw.create_buckets(&s3).await?;
-        put_once(&s3, "sealed", "one", pattern(4096)).await?;
-        let loaded = gw.metrics().await?;
-        for _ in 0..50 {
-            get_once(&s3, "sealed", "one").await?;
-        }
-        let done = gw.metrics().await?;
-        let unwrap = |m: &gateway::Metrics, name: &str| m.labelled(name, "unwrap_data_key");
-        let round_trip_ms = 1000.0
-            * (unwrap(&done, "sealgate_kms_call_duration_seconds_sum")
-                - unwrap(&loaded, "sealgate_kms_call_duration_seconds_sum"))
-            / (unwrap(&done, "sealgate_kms_call_duration_seconds_count")
-                - unwrap(&loaded, "sealgate_kms_call_duration_seconds_count"))
-            .max(1.0);
-
-        let (local_put, local_get) = *local.get_or_insert((put, get));
+        let round_trip_ms = uncached_round_trip_ms(&servers[i].1).await?;
+        let (put, get) = (median(puts[i].clone()), median(gets[i].clone()));
         println!(
             "| {backend} | {put:.0} | {get:.0} | {:.2} | {:.2} | {:.2} | {round_trip_ms:.2} ms |",
             put / local_put,
@@ -226,4 +218,26 @@ async fn kms_backends(seconds: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mean KMS unwrap time of 50 sequential GETs on a gateway that caches no
+/// bucket key (so each GET makes one KMS call), from its metrics.
+async fn uncached_round_trip_ms(kms_args: &[String]) -> Result<f64> {
+    let mut args: Vec<&str> = kms_args.iter().map(String::as_str).collect();
+    args.extend(["--kms-cache-ttl", "0"]);
+    let gw = Gateway::start(&args)?;
+    let s3 = gw.client();
+    gw.create_buckets(&s3).await?;
+    put_once(&s3, "sealed", "one", pattern(4096)).await?;
+    let loaded = gw.metrics().await?;
+    for _ in 0..50 {
+        get_once(&s3, "sealed", "one").await?;
+    }
+    let done = gw.metrics().await?;
+    let unwrap = |m: &gateway::Metrics, name: &str| m.labelled(name, "unwrap_data_key");
+    let sum = unwrap(&done, "sealgate_kms_call_duration_seconds_sum")
+        - unwrap(&loaded, "sealgate_kms_call_duration_seconds_sum");
+    let count = unwrap(&done, "sealgate_kms_call_duration_seconds_count")
+        - unwrap(&loaded, "sealgate_kms_call_duration_seconds_count");
+    Ok(1000.0 * sum / count.max(1.0))
 }
