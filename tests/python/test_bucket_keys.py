@@ -112,6 +112,26 @@ def test_ttl_zero_asks_the_kms_on_every_operation(tmp_path_factory):
         gw.stop()
 
 
+def test_writes_start_a_new_bucket_key_once_the_current_one_is_older_than_the_max_age(tmp_path_factory):
+    backend = BACKENDS["local"](tmp_path_factory.mktemp("bk-age"))
+    gw = _gateway(backend, tmp_path_factory, "--bucket-key-max-age", "2s")
+    try:
+        s3 = gw.client()
+        bucket = _encrypted_bucket(gw)
+        s3.put_object(Bucket=bucket, Key="first", Body=b"first epoch")
+        s3.put_object(Bucket=bucket, Key="also-first", Body=b"first epoch too")
+        assert _metric(gw, "sealgate_bucket_keys_created_total") == 1
+        time.sleep(2.5)
+        s3.put_object(Bucket=bucket, Key="second", Body=b"second epoch")
+        assert _metric(gw, "sealgate_bucket_keys_created_total") == 2
+        gw.restart()
+        s3 = gw.client()
+        assert s3.get_object(Bucket=bucket, Key="first")["Body"].read() == b"first epoch"
+        assert s3.get_object(Bucket=bucket, Key="second")["Body"].read() == b"second epoch"
+    finally:
+        gw.stop()
+
+
 def test_an_expired_bucket_key_is_fetched_from_the_kms_again(remote_kms, tmp_path_factory):
     gw = _gateway(remote_kms, tmp_path_factory, "--kms-cache-ttl", "2s")
     try:
