@@ -190,8 +190,7 @@ async fn kms_backends(seconds: u64, rounds: usize) -> Result<()> {
         servers.push((server, args));
         gateways.push(gw);
     }
-    let before: Vec<gateway::Metrics> =
-        futures::future::try_join_all(gateways.iter().map(|gw| gw.metrics())).await?;
+    let before: Vec<gateway::Metrics> = futures::future::try_join_all(gateways.iter().map(|gw| gw.metrics())).await?;
     let (mut puts, mut gets) = (vec![Vec::new(); backends.len()], vec![Vec::new(); backends.len()]);
     for _ in 0..rounds {
         for (i, gw) in gateways.iter().enumerate() {
