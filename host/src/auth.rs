@@ -124,11 +124,22 @@ pub fn read_secret_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// Every known access key and its secret.
+#[derive(Clone)]
 pub struct Users {
     secrets: HashMap<String, SecretKey>,
 }
 
 impl Users {
+    /// No users at all (tests).
+    pub fn empty() -> Self {
+        Self { secrets: HashMap::new() }
+    }
+
+    /// The secret of `access_key`, if it is a user's.
+    pub fn secret(&self, access_key: &str) -> Option<&str> {
+        self.secrets.get(access_key).map(SecretKey::expose)
+    }
+
     pub fn load(main: &KeyPair, users_file: Option<&Path>) -> Result<Self, AuthError> {
         let mut secrets = HashMap::new();
         secrets.insert(main.access_key.clone(), SecretKey::from(main.secret_key.clone()));

@@ -184,6 +184,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Accept AWS Signature Version 2 (header, presigned URLs, POST forms); off by default, since a captured SigV2 request replays forever
+    #[arg(long, env = "SEALGATE_ALLOW_SIGV2", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_sigv2: Option<bool>,
+
     /// Hours after which an unfinished multipart upload is discarded [default: 168]
     #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY_HOURS")]
     pub multipart_expiry_hours: Option<u64>,
@@ -209,6 +213,7 @@ pub struct Settings {
     pub kms_timeout: Duration,
     pub bucket_keys: BucketKeySettings,
     pub connections: ConnectionLimits,
+    pub allow_sigv2: bool,
     pub policy: Option<PathBuf>,
     /// Unfinished multipart uploads older than this are discarded (checked
     /// at start and periodically).
@@ -319,6 +324,7 @@ impl ServeArgs {
             kms_timeout: Duration::from_millis(merged.kms_timeout_ms.unwrap_or(5000).max(1)),
             bucket_keys,
             connections,
+            allow_sigv2: merged.allow_sigv2.unwrap_or(false),
             policy: merged.policy,
             multipart_expiry,
         })
@@ -357,6 +363,7 @@ impl ServeArgs {
             body_stall_timeout: self.body_stall_timeout.or(file.body_stall_timeout),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
+            allow_sigv2: self.allow_sigv2.or(file.allow_sigv2),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
             multipart_expiry: self.multipart_expiry.or(file.multipart_expiry),
         }

@@ -16,6 +16,7 @@ pub mod kms;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod request_guard;
 pub mod rotation;
 pub mod s3;
 pub mod server;

@@ -27,6 +27,7 @@ use crate::kms::metered::MeteredKms;
 use crate::listener::{ConnectionLimits, StallGuard, accept_loop};
 use crate::metrics::Metrics;
 use crate::policy::{PersistedPolicy, PolicyRuntime};
+use crate::request_guard::{Refusal, RequestGuard};
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
@@ -63,6 +64,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(cipher = Implementation::DEFAULT.name(), cpu_features = %crypto::cpu_features(), "bulk cipher");
 
     let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
+    let guard = Arc::new(RequestGuard { users: Arc::new(users.clone()), allow_sigv2: settings.allow_sigv2 });
     let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
     spawn_upload_expiry(storage.clone(), expiry);
     let admin =
@@ -78,8 +80,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let graceful = Arc::new(GracefulShutdown::new());
     let stall_timeout = settings.connections.body_stall_timeout;
     let s3_handler = move |req: Request<Incoming>| {
-        let (s3, metrics) = (s3.clone(), metrics.clone());
-        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, stall_timeout, req).await) }
+        let (s3, metrics, guard) = (s3.clone(), metrics.clone(), guard.clone());
+        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, &guard, stall_timeout, req).await) }
     };
     let admin_handler = move |req: Request<Incoming>| {
         let admin = admin.clone();
@@ -246,6 +248,7 @@ fn bucket_of(path: &str) -> String {
 async fn handle_s3(
     s3: &S3Service,
     metrics: &Metrics,
+    guard: &RequestGuard,
     stall_timeout: Duration,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
@@ -259,10 +262,18 @@ async fn handle_s3(
     let expects_continue =
         req.headers().get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
-    let (req, stalled) = {
-        let (parts, body) = req.into_parts();
-        let (body, stalled) = StallGuard::new(body, stall_timeout);
-        (Request::from_parts(parts, Body::http_body(body)), stalled)
+    let (parts, body) = req.into_parts();
+    let (body, stalled) = StallGuard::new(body, stall_timeout);
+    let req = match guarded(guard, parts, body).await {
+        Ok(req) => req,
+        Err(refusal) => {
+            // Refused before s3s read anything: the body (if any) is unread.
+            let mut res = refusal_response(refusal, &request_id);
+            res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            metrics.record_request("Refused", res.status().as_u16(), started.elapsed().as_secs_f64(), bytes_in, 0);
+            tracing::info!(request_id = %request_id, %method, operation = "Refused", bucket = %bucket, status = res.status().as_u16(), "request");
+            return res;
+        }
     };
     let mut res = match s3.call(req).await {
         Ok(res) => res,
@@ -299,6 +310,51 @@ async fn handle_s3(
     metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
     tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
     res
+}
+
+/// The checks s3s has no hook for (see [`RequestGuard`]); a browser POST's
+/// form fields are read and verified here, then handed on with the rest.
+async fn guarded(
+    guard: &RequestGuard,
+    parts: hyper::http::request::Parts,
+    body: StallGuard<Incoming>,
+) -> Result<Request<Body>, Refusal> {
+    use futures::StreamExt;
+    use http_body_util::{BodyStream, StreamBody};
+    guard.check_head(&parts.method, &parts.uri, &parts.headers)?;
+    let Some(boundary) = RequestGuard::post_form_boundary(&parts.method, &parts.headers) else {
+        return Ok(Request::from_parts(parts, Body::http_body(body)));
+    };
+    // Data frames only: a form has no trailers.
+    let mut data = BodyStream::new(body)
+        .filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .boxed();
+    let read = guard.check_post_form(&mut data, &boundary).await?;
+    let replayed = futures::stream::iter(read.into_iter().map(Ok)).chain(data);
+    let body = StreamBody::new(replayed.map(|chunk| chunk.map(hyper::body::Frame::data)));
+    Ok(Request::from_parts(parts, Body::http_body_unsync(body)))
+}
+
+fn refusal_response(refusal: Refusal, request_id: &str) -> Response<Body> {
+    let status = hyper::StatusCode::from_u16(refusal.status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message><RequestId>{request_id}</RequestId></Error>",
+        refusal.code,
+        xml_escape(&refusal.message)
+    );
+    let mut res = error_response(status, &xml);
+    let id = hyper::header::HeaderValue::from_str(request_id).expect("hex is a valid header");
+    res.headers_mut().insert("x-amz-request-id", id);
+    res
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 const REQUEST_TIMEOUT_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.</Message></Error>";

@@ -321,3 +321,119 @@ def test_abandoned_uploads_expire_while_the_gateway_runs(tmp_path_factory):
         assert s3.get_object(Bucket="expiring", Key="kept")["Body"].read() == b"kept"
     finally:
         gw.stop()
+
+
+def _strict_gateway(tmp_path_factory) -> Gateway:
+    gw = Gateway(tmp_path_factory.mktemp("strict"))
+    gw.allow_sigv2 = False
+    gw.start()
+    return gw
+
+
+def test_sigv2_is_refused_unless_allowed_and_presigned_urls_last_at_most_a_week(tmp_path_factory):
+    import requests
+
+    gw = _strict_gateway(tmp_path_factory)
+    try:
+        s3 = gw.client(signature_version="s3v4")
+        s3.create_bucket(Bucket="strict")
+        s3.put_object(Bucket="strict", Key="k", Body=b"data")
+        # boto3's default presigned URL for S3 is SigV2 (query string).
+        v2_url = gw.client().generate_presigned_url("get_object", Params={"Bucket": "strict", "Key": "k"})
+        assert "AWSAccessKeyId=" in v2_url
+        resp = requests.get(v2_url, timeout=10)
+        assert resp.status_code == 400 and b"<Code>InvalidRequest</Code>" in resp.content, resp.text
+        # A SigV2 Authorization header.
+        v2 = gw.client(signature_version="s3")
+        from botocore.exceptions import ClientError
+
+        with pytest.raises(ClientError) as refused:
+            v2.get_object(Bucket="strict", Key="k")
+        assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+        # SigV4 presigned: a week is fine, a second more is not.
+        week = s3.generate_presigned_url("get_object", Params={"Bucket": "strict", "Key": "k"}, ExpiresIn=604800)
+        assert requests.get(week, timeout=10).content == b"data"
+        longer = week.replace("X-Amz-Expires=604800", "X-Amz-Expires=604801")
+        resp = requests.get(longer, timeout=10)
+        assert resp.status_code == 400 and b"AuthorizationQueryParametersError" in resp.content, resp.text
+    finally:
+        gw.stop()
+
+
+def test_encryption_headers_must_be_signed(tmp_path_factory):
+    """Someone on the path adds (or strips) the bucket-encryption header of a
+    signed CreateBucket: the gateway refuses what the signature does not cover."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    import requests
+
+    gw = _strict_gateway(tmp_path_factory)
+    try:
+        req = AWSRequest(method="PUT", url=f"{gw.endpoint}/tampered")
+        S3SigV4Auth(Credentials(gw.access_key, gw.secret_key), "s3", gw.region).add_auth(req)
+        headers = dict(req.headers.items())
+        headers["x-amz-scal-server-side-encryption"] = "AES256"  # added after signing
+        resp = requests.put(f"{gw.endpoint}/tampered", headers=headers, timeout=10)
+        assert resp.status_code == 403 and b"must be signed" in resp.content, resp.text
+        assert requests.put(f"{gw.endpoint}/tampered", headers=dict(req.headers.items()), timeout=10).status_code == 200
+        # The same header, signed, is honoured (boto3 signs every x-amz-* header).
+        gw.encrypting_client().create_bucket(Bucket="signed-sse")
+        rules = gw.client().get_bucket_encryption(Bucket="signed-sse")["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    finally:
+        gw.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_anonymous_browser_posts_are_refused_before_their_file_is_read(tmp_path_factory):
+    """4 concurrent unsigned 300 MiB POSTs: each gets 403 at once and the
+    gateway's memory stays flat (s3s alone would buffer each file whole)."""
+    import threading
+
+    gw = _strict_gateway(tmp_path_factory)
+    try:
+        gw.client(signature_version="s3v4").create_bucket(Bucket="posted")
+        boundary = "sealgateboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nupload.bin\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        size = 300 << 20
+        results, peak = [], [0]
+
+        def post(target: str):
+            sock = socket.create_connection(("127.0.0.1", gw.port))
+            sock.sendall((f"POST /{target} HTTP/1.1\r\nHost: {gw.host}\r\n"
+                          f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                          f"Content-Length: {len(head) + size}\r\n\r\n").encode() + head)
+            chunk = b"\0" * (1 << 20)
+            try:
+                for _ in range(size >> 20):
+                    sock.sendall(chunk)
+                    peak[0] = max(peak[0], _rss_kib(gw.proc.pid))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            sock.settimeout(10)
+            try:
+                results.append(sock.recv(4096))
+            except (ConnectionResetError, socket.timeout):
+                results.append(b"")
+            sock.close()
+
+        threads = [threading.Thread(target=post, args=(t,)) for t in ("posted", "posted", "nosuchbucket", "posted")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r.startswith(b"HTTP/1.1 403") for r in results), [r[:120] for r in results]
+        assert peak[0] < 100 * 1024, f"gateway RSS reached {peak[0]} KiB"
+        assert not gw.client(signature_version="s3v4").list_objects_v2(Bucket="posted").get("Contents")
+    finally:
+        gw.stop()
