@@ -437,3 +437,21 @@ def test_anonymous_browser_posts_are_refused_before_their_file_is_read(tmp_path_
         assert not gw.client(signature_version="s3v4").list_objects_v2(Bucket="posted").get("Contents")
     finally:
         gw.stop()
+
+
+def test_a_put_begun_before_its_bucket_was_deleted_never_lands_in_the_recreated_bucket(private_gateway):
+    gw = private_gateway
+    s3, bob = gw.client(), gw.bob()
+    s3.create_bucket(Bucket="reborn")
+    body = os.urandom(200_000)
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    sock.sendall(_signed_put_head(gw, "reborn", "k", body) + body[:100_000])
+    time.sleep(0.5)  # the gateway has accepted the PUT and is reading its body
+    s3.delete_bucket(Bucket="reborn")
+    bob.create_bucket(Bucket="reborn")  # same name, another owner
+    sock.sendall(body[100_000:])
+    sock.settimeout(15)
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 404") and b"NoSuchBucket" in answer, answer[:300]
+    assert not bob.list_objects_v2(Bucket="reborn").get("Contents")

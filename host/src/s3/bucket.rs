@@ -76,6 +76,7 @@ impl Gateway {
             owner: me.clone(),
             created_unix_ms: now_ms(),
             encryption: BucketEncryption { encrypted: state.encrypted, key_id: state.key_id, ..Default::default() },
+            generation: uuid::Uuid::new_v4().simple().to_string(),
         };
         match self.storage.create_bucket(record).await {
             Ok(()) => allowed.after.committed().await,

@@ -128,7 +128,7 @@ impl Gateway {
             sealing: allowed.seal_with.as_ref().map(sealing_of),
         };
         let last_modified = record.last_modified_unix_ms;
-        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
+        self.storage.commit_object(&destination, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(quoted(&etag)),

@@ -103,7 +103,7 @@ impl Gateway {
         }
         let etag = record.etag.clone();
         let c = record.checksums.clone();
-        self.storage.commit_object(&bucket_name, &key, record, vec![ingested.staged]).await.or_s3()?;
+        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = PutObjectOutput {
             e_tag: Some(quoted(&etag)),
             checksum_crc32: c.crc32,

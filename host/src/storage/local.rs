@@ -560,18 +560,22 @@ impl Storage for LocalStorage {
 
     async fn commit_object(
         &self,
-        bucket: &str,
+        bucket: &BucketRecord,
         key: &str,
         object: ObjectRecord,
         data: Vec<StagedData>,
     ) -> Result<(), StorageError> {
-        let (bucket, db_key) = (bucket.to_owned(), object_key(bucket, key));
+        let (name, generation, db_key) =
+            (bucket.name.clone(), bucket.generation.clone(), object_key(&bucket.name, key));
         let replaced = self
             .blocking(move |db| {
                 let txn = db.begin_write()?;
                 let replaced = {
-                    if txn.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
-                        return Err(StorageError::NoSuchBucket);
+                    let current =
+                        txn.open_table(BUCKETS)?.get(name.as_str())?.map(|v| decode::<BucketRecord>(v.value()));
+                    match current.transpose()? {
+                        Some(current) if current.generation == generation => {}
+                        _ => return Err(StorageError::NoSuchBucket),
                     }
                     let mut objects = txn.open_table(OBJECTS)?;
                     let old = objects.insert(db_key.as_slice(), encode(&object).as_slice())?;

@@ -135,9 +135,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Box<dyn std::io::Read + Send>, StorageError>;
 
     /// Makes an object visible, replacing any previous one with that key.
+    /// Fails with `NoSuchBucket` unless `bucket` still exists as the same
+    /// bucket (same generation) as when the write began.
     async fn commit_object(
         &self,
-        bucket: &str,
+        bucket: &BucketRecord,
         key: &str,
         object: ObjectRecord,
         data: Vec<StagedData>,

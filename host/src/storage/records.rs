@@ -14,6 +14,11 @@ pub struct BucketRecord {
     pub created_unix_ms: i64,
     #[serde(default)]
     pub encryption: BucketEncryption,
+    /// Random per creation: a bucket deleted and created again under the
+    /// same name is another bucket, and a write that began in the old one
+    /// must not land in the new one. Empty for buckets made before it existed.
+    #[serde(default)]
+    pub generation: String,
 }
 
 /// A bucket's encryption setting, as the policy decided it.
