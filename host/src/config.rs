@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::kms::bucket_keys::BucketKeySettings;
 use crate::listener::ConnectionLimits;
+use crate::tls::CertFiles;
 
 /// Errors while assembling the settings.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALGATE_KMS_LOCAL_DIR")]
     pub kms_local_dir: Option<PathBuf>,
 
+    /// PEM certificate chain for TLS on the S3 listener (with --tls-key); reloaded on SIGHUP
+    #[arg(long, env = "SEALGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "SEALGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain for TLS on the admin listener (required to bind it beyond loopback)
+    #[arg(long, env = "SEALGATE_ADMIN_TLS_CERT")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --admin-tls-cert
+    #[arg(long, env = "SEALGATE_ADMIN_TLS_KEY")]
+    pub admin_tls_key: Option<PathBuf>,
+
     /// Time a client has to send a request's headers: `30s`, `1m` [default: 30s]
     #[arg(long, env = "SEALGATE_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<String>,
@@ -214,6 +231,10 @@ pub struct Settings {
     pub bucket_keys: BucketKeySettings,
     pub connections: ConnectionLimits,
     pub allow_sigv2: bool,
+    /// TLS on the S3 listener.
+    pub tls: Option<CertFiles>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<CertFiles>,
     pub policy: Option<PathBuf>,
     /// Unfinished multipart uploads older than this are discarded (checked
     /// at start and periodically).
@@ -325,6 +346,8 @@ impl ServeArgs {
             bucket_keys,
             connections,
             allow_sigv2: merged.allow_sigv2.unwrap_or(false),
+            tls: cert_files("tls", merged.tls_cert, merged.tls_key)?,
+            admin_tls: cert_files("admin-tls", merged.admin_tls_cert, merged.admin_tls_key)?,
             policy: merged.policy,
             multipart_expiry,
         })
@@ -364,6 +387,10 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
             allow_sigv2: self.allow_sigv2.or(file.allow_sigv2),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            admin_tls_cert: self.admin_tls_cert.or(file.admin_tls_cert),
+            admin_tls_key: self.admin_tls_key.or(file.admin_tls_key),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
             multipart_expiry: self.multipart_expiry.or(file.multipart_expiry),
         }
@@ -388,6 +415,14 @@ fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
         _ => return Err(ConfigError::Invalid(format!("--{flag} {text:?}: unknown unit {unit:?}"))),
     };
     Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+fn cert_files(flag: &str, cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<CertFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::Invalid(format!("give both --{flag}-cert and --{flag}-key, or neither"))),
+    }
 }
 
 fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits, ConfigError> {

@@ -30,6 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
+use crate::tls::ReloadableTls;
+
 /// Timeouts and the connection cap of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -53,10 +55,16 @@ impl Default for ConnectionLimits {
 /// Longest pause after a failed accept (e.g. EMFILE), so the loop never spins.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts connections until the task is dropped, each served by `handler`.
+/// What a connection reads and writes: plain TCP or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Accepts connections until the future is dropped, each served by
+/// `handler`, over TLS when `tls` is given.
 pub async fn accept_loop<S, F, B>(
     listener: TcpListener,
     limits: ConnectionLimits,
+    tls: Option<Arc<ReloadableTls>>,
     graceful: Arc<GracefulShutdown>,
     handler: S,
 ) where
@@ -85,29 +93,59 @@ pub async fn accept_loop<S, F, B>(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let io = TimedIo::new(stream, activity.clone(), limits);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let in_flight = activity.begin();
-            let response = handler(req);
-            async move {
-                let response = response.await;
-                drop(in_flight);
-                response
-            }
-        });
-        let mut builder = ConnBuilder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
-        let watched = graceful.watch(conn);
+        let timed = TimedIo::new(stream, activity.clone(), limits);
+        let service = in_flight_service(handler.clone(), activity);
+        // Watched from here: the graceful shutdown waits for it.
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let io: Box<dyn Io> = match acceptor {
+                None => Box::new(timed),
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(timed)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let mut builder = ConnBuilder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
+}
+
+/// `handler`, marking the connection busy while a request is served.
+fn in_flight_service<S, F, B>(
+    handler: S,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send> + Clone
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body,
+{
+    service_fn(move |req| {
+        let in_flight = activity.begin();
+        let response = handler(req);
+        async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        }
+    })
 }
 
 /// Whether a connection has a request in flight, and when it last moved a byte.

@@ -31,6 +31,7 @@ use crate::request_guard::{Refusal, RequestGuard};
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
+use crate::tls::ReloadableTls;
 
 /// The admin port serves an operator and a metrics scraper, not the public.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -71,6 +72,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone(), bucket_keys });
     spawn_sighup_reload(policy, settings.policy.clone());
 
+    let s3_tls = settings.tls.clone().map(ReloadableTls::load).transpose()?;
+    let admin_tls = settings.admin_tls.clone().map(ReloadableTls::load).transpose()?;
+    if admin_tls.is_none() && !settings.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "the admin listener {} is not on loopback: give it TLS (--admin-tls-cert, --admin-tls-key) or bind it to 127.0.0.1",
+            settings.admin_listen
+        );
+    }
+    spawn_tls_reload([s3_tls.clone(), admin_tls.clone()]);
     let s3_listener =
         TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let admin_listener =
@@ -91,8 +101,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Not spawned: the accept loops end (and let go of `graceful`) when
     // the shutdown signal wins the select.
     tokio::select! {
-        () = accept_loop(s3_listener, settings.connections, graceful.clone(), s3_handler) => {},
-        () = accept_loop(admin_listener, admin_limits, graceful.clone(), admin_handler) => {},
+        () = accept_loop(s3_listener, settings.connections, s3_tls, graceful.clone(), s3_handler) => {},
+        () = accept_loop(admin_listener, admin_limits, admin_tls, graceful.clone(), admin_handler) => {},
         () = shutdown_signal() => {},
     }
     let graceful = Arc::try_unwrap(graceful).map_err(|_| anyhow::anyhow!("an accept loop outlived its abort"))?;
@@ -101,6 +111,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("in-flight requests still running after the grace period; stopping anyway");
     }
     Ok(())
+}
+
+/// SIGHUP re-reads the TLS certificates (new connections get them; open
+/// ones keep theirs). A failed reload keeps the certificates in use.
+fn spawn_tls_reload(listeners: [Option<Arc<ReloadableTls>>; 2]) {
+    if listeners.iter().all(Option::is_none) {
+        return;
+    }
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            for tls in listeners.iter().flatten() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the current one stays"),
+                }
+            }
+        }
+    });
 }
 
 /// Discards abandoned multipart uploads while the gateway runs, not only at
@@ -213,10 +242,15 @@ impl s3s::host::S3Host for AnyPort {
 }
 
 fn announce(settings: &Settings, main: &auth::MainCredentials, s3: SocketAddr, admin: SocketAddr) {
-    tracing::info!(endpoint = %format!("http://{s3}"), admin = %format!("http://{admin}"), data_dir = %settings.data_dir.display(), region = %settings.region, "sealgate listening");
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let (s3, admin) = (
+        format!("{}://{s3}", scheme(settings.tls.is_some())),
+        format!("{}://{admin}", scheme(settings.admin_tls.is_some())),
+    );
+    tracing::info!(endpoint = %s3, admin = %admin, data_dir = %settings.data_dir.display(), region = %settings.region, "sealgate listening");
     // Printed, not logged: the secret belongs on the operator's terminal, not in log storage.
-    println!("sealgate S3 endpoint: http://{s3}  (region {})", settings.region);
-    println!("admin endpoint:       http://{admin}");
+    println!("sealgate S3 endpoint: {s3}  (region {})", settings.region);
+    println!("admin endpoint:       {admin}");
     if main.generated {
         println!("access key: {}", main.pair.access_key);
         println!("secret key: {}", main.pair.secret_key);
