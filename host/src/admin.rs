@@ -9,7 +9,6 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::token_matches;
 use crate::kms::KmsError;
-use crate::kms::bucket_keys::BucketKeyKms;
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
 use crate::rotation::{Rotation, RotationError};
@@ -20,8 +19,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub storage: Arc<dyn Storage>,
     pub policy: Arc<PolicyRuntime>,
-    /// The key hierarchy (rotation re-wraps its bucket keys).
-    pub bucket_keys: Arc<BucketKeyKms>,
+    pub rotation: Rotation,
 }
 
 /// Largest policy module `PUT /policy` accepts.
@@ -112,13 +110,12 @@ impl Admin {
         let Some(bucket) = bucket.filter(|b| !b.is_empty()) else {
             return json_error(StatusCode::BAD_REQUEST, "the bucket parameter is required");
         };
-        let rotation = Rotation { storage: self.storage.clone(), keys: self.bucket_keys.clone() };
-        match rotation.rewrap_bucket(&bucket, keep_old_key, deep).await {
+        match self.rotation.rewrap_bucket(&bucket, keep_old_key, deep).await {
             Ok(report) => reply(StatusCode::OK, "application/json", serde_json::to_string(&report).unwrap_or_default()),
             Err(e) => {
                 let status = match &e {
                     RotationError::NoSuchBucket => StatusCode::NOT_FOUND,
-                    RotationError::NoMasterKey => StatusCode::CONFLICT,
+                    RotationError::NoMasterKey | RotationError::InProgress => StatusCode::CONFLICT,
                     RotationError::Kms(KmsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };

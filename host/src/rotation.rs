@@ -22,7 +22,7 @@
 //! new key.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -31,14 +31,16 @@ use crate::kms::{KeyContext, Kms, KmsError};
 use crate::storage::{BucketChange, ListEntry, ListQuery, Sealing, Storage, StorageError};
 
 const PAGE: usize = 1000;
-/// Passes over the bucket before giving up on objects still on the old key
-/// (each pass only finds what was written with the old key meanwhile).
-const MAX_PASSES: usize = 3;
+/// Passes over the bucket before giving up (each pass only finds what
+/// changed during the one before; no new write can use a retired key).
+const MAX_PASSES: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
     #[error("no such bucket")]
     NoSuchBucket,
+    #[error("a rotation of this bucket is already running")]
+    InProgress,
     #[error("the bucket has no master key (it never was encrypted)")]
     NoMasterKey,
     #[error("{0} data keys still use an old key after {MAX_PASSES} passes; run the rewrap again")]
@@ -84,8 +86,22 @@ pub struct RewrapReport {
 }
 
 pub struct Rotation {
-    pub storage: Arc<dyn Storage>,
-    pub keys: Arc<BucketKeyKms>,
+    storage: Arc<dyn Storage>,
+    keys: Arc<BucketKeyKms>,
+    /// Buckets being rotated now: one rotation per bucket at a time.
+    running: Mutex<HashSet<String>>,
+}
+
+/// Marks a bucket's rotation as running until dropped.
+struct Running<'r> {
+    rotation: &'r Rotation,
+    bucket: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.rotation.running().remove(&self.bucket);
+    }
 }
 
 /// Which data keys a deep run moves: wrapped directly by a KMS, or by a
@@ -104,8 +120,23 @@ impl DeepTarget {
 }
 
 impl Rotation {
+    pub fn new(storage: Arc<dyn Storage>, keys: Arc<BucketKeyKms>) -> Self {
+        Self { storage, keys, running: Mutex::default() }
+    }
+
     fn kms(&self) -> &dyn Kms {
         self.keys.as_ref()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim(&self, bucket: &str) -> Result<Running<'_>, RotationError> {
+        if !self.running().insert(bucket.to_owned()) {
+            return Err(RotationError::InProgress);
+        }
+        Ok(Running { rotation: self, bucket: bucket.to_owned() })
     }
 
     /// Rotates `bucket`'s master key; destroys the old one at the end unless
@@ -116,6 +147,7 @@ impl Rotation {
         keep_old_key: bool,
         deep: bool,
     ) -> Result<RewrapReport, RotationError> {
+        let _only_one = self.claim(bucket)?;
         let mut report = self.begin(bucket).await?;
         report.deep = deep;
         report.bucket_keys_rewrapped =
@@ -214,12 +246,16 @@ impl Rotation {
         Ok(())
     }
 
-    /// Deep runs: passes over objects and uploads until none uses an old
-    /// bucket key or a direct KMS wrap, then drops the old bucket keys.
+    /// Deep runs: passes over objects and uploads until one finds nothing
+    /// to move (an upload moved in a pass may have completed before it was
+    /// moved, so only a pass with no move at all proves nothing is left),
+    /// then drops the old bucket keys.
     async fn move_data_keys(&self, report: &mut RewrapReport, target: DeepTarget) -> Result<(), RotationError> {
         let mut remaining = u64::MAX;
         for _ in 0..MAX_PASSES {
-            remaining = self.rewrap_objects(report, &target).await? + self.rewrap_uploads(report, &target).await?;
+            let moved_before = report.objects_rewrapped + report.uploads_rewrapped;
+            let left = self.rewrap_objects(report, &target).await? + self.rewrap_uploads(report, &target).await?;
+            remaining = left + (report.objects_rewrapped + report.uploads_rewrapped - moved_before);
             if remaining == 0 {
                 break;
             }

@@ -28,6 +28,7 @@ use crate::listener::{ConnectionLimits, StallGuard, accept_loop};
 use crate::metrics::Metrics;
 use crate::policy::{PersistedPolicy, PolicyRuntime};
 use crate::request_guard::{Refusal, RequestGuard};
+use crate::rotation::Rotation;
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
@@ -68,8 +69,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let guard = Arc::new(RequestGuard { users: Arc::new(users.clone()), allow_sigv2: settings.allow_sigv2 });
     let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
     spawn_upload_expiry(storage.clone(), expiry);
+    let rotation = Rotation::new(storage.clone(), bucket_keys);
     let admin =
-        Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone(), bucket_keys });
+        Arc::new(Admin { token: admin_token, metrics: metrics.clone(), storage, policy: policy.clone(), rotation });
     spawn_sighup_reload(policy, settings.policy.clone());
 
     let s3_tls = settings.tls.clone().map(ReloadableTls::load).transpose()?;

@@ -315,7 +315,9 @@ impl BucketKeyKms {
         };
         let hex_id = hex::encode(id);
         let Some(entry) = fetched.encryption.bucket_keys.iter().find(|k| k.id == hex_id) else {
-            return Err(KmsError::Refused(format!("bucket key {hex_id} is not one of the bucket's")));
+            // Most likely a deep rotation dropped it after this request read
+            // the object or upload, which now names another: a retry reads that.
+            return Err(KmsError::Unavailable(format!("bucket key {hex_id} is not one of the bucket's (retired?)")));
         };
         match self.inner.unwrap_data_key(&entry.master_key_id, &entry.wrapped, &bucket_key_context(bucket)).await {
             Ok(unwrapped) => {

@@ -1,6 +1,9 @@
 //! Put/Get/DeleteBucketEncryption. What they mean is the policy guest's
 //! decision; the host stores the setting it returns.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
@@ -8,7 +11,8 @@ use super::Gateway;
 use super::error::OrS3;
 use super::policy::Ask;
 use crate::policy::{Allowed, Operation};
-use crate::storage::BucketChange;
+
+use crate::storage::{BucketChange, BucketRecord};
 
 /// The one algorithm a configuration asks for; None when it is not exactly
 /// one rule with a default (the guest then answers MalformedXML).
@@ -20,20 +24,36 @@ fn requested_algorithm(config: &ServerSideEncryptionConfiguration) -> Option<Str
 }
 
 impl Gateway {
-    /// Stores the bucket setting a decision returned, then settles its KMS side effects.
-    async fn apply_bucket_state(&self, bucket: &str, allowed: Allowed) -> S3Result<()> {
+    /// Stores the bucket setting a decision returned, then settles its KMS
+    /// side effects. Compare-and-swap: the decision was made on `seen`, the
+    /// bucket as this request read it; if its key changed meanwhile (a key
+    /// rotation), nothing is stored and the client is asked to retry.
+    async fn apply_bucket_state(&self, seen: &BucketRecord, allowed: Allowed) -> S3Result<()> {
         let state = allowed.bucket_state.clone();
-        // Field by field, in one atomic edit: a key rotation in progress
-        // (`rotating_from`) and bucket keys added meanwhile stay.
+        let seen_key = seen.encryption.key_id.clone();
+        let conflict = Arc::new(AtomicBool::new(false));
+        let conflicted = conflict.clone();
         let change: BucketChange = Box::new(move |record| {
+            if record.encryption.key_id != seen_key {
+                conflicted.store(true, Ordering::SeqCst);
+                return false;
+            }
             if let Some(state) = state {
                 record.encryption.encrypted = state.encrypted;
                 record.encryption.key_id = state.key_id;
             }
             true
         });
-        match self.storage.modify_bucket(bucket, change).await.or_s3() {
-            Ok(_) => {
+        let stored = self.storage.modify_bucket(&seen.name, change).await.or_s3();
+        let stored = match stored {
+            Ok(_) if conflict.load(Ordering::SeqCst) => Err(s3_error!(
+                OperationAborted,
+                "A conflicting conditional operation is currently in progress against this resource. Please try again."
+            )),
+            other => other.map(drop),
+        };
+        match stored {
+            Ok(()) => {
                 allowed.after.committed().await;
                 Ok(())
             }
@@ -53,7 +73,7 @@ impl Gateway {
         ask.bucket_state = Some(&bucket.encryption);
         ask.requested_algorithm = requested_algorithm(&req.input.server_side_encryption_configuration);
         let allowed = self.consult(ask).await?;
-        self.apply_bucket_state(&bucket.name, allowed).await?;
+        self.apply_bucket_state(&bucket, allowed).await?;
         Ok(S3Response::new(PutBucketEncryptionOutput::default()))
     }
 
@@ -90,7 +110,7 @@ impl Gateway {
         let mut ask = Ask::new(Operation::DeleteBucketEncryption, &bucket.name, None, &req.headers);
         ask.bucket_state = Some(&bucket.encryption);
         let allowed = self.consult(ask).await?;
-        self.apply_bucket_state(&bucket.name, allowed).await?;
+        self.apply_bucket_state(&bucket, allowed).await?;
         Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
     }
 }

@@ -13,6 +13,9 @@ pub fn storage_error(e: StorageError) -> S3Error {
         StorageError::BucketExists { .. } => s3_error!(BucketAlreadyExists),
         StorageError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
         StorageError::NoSuchUpload => s3_error!(NoSuchUpload, "The specified multipart upload does not exist."),
+        StorageError::KeyRetired => {
+            s3_error!(ServiceUnavailable, "A key rotation retired this write's key while it ran; please retry.")
+        }
         StorageError::PartChanged => s3_error!(
             InvalidPart,
             "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."

@@ -574,7 +574,11 @@ impl Storage for LocalStorage {
                     let current =
                         txn.open_table(BUCKETS)?.get(name.as_str())?.map(|v| decode::<BucketRecord>(v.value()));
                     match current.transpose()? {
-                        Some(current) if current.generation == generation => {}
+                        Some(current) if current.generation == generation => {
+                            if object.sealing.as_ref().is_some_and(|s| !current.accepts_new(s)) {
+                                return Err(StorageError::KeyRetired);
+                            }
+                        }
                         _ => return Err(StorageError::NoSuchBucket),
                     }
                     let mut objects = txn.open_table(OBJECTS)?;
@@ -637,8 +641,13 @@ impl Storage for LocalStorage {
     async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError> {
         self.blocking(move |db| {
             let txn = db.begin_write()?;
-            if txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.is_none() {
+            let bucket =
+                txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.map(|v| decode::<BucketRecord>(v.value()));
+            let Some(bucket) = bucket.transpose()? else {
                 return Err(StorageError::NoSuchBucket);
+            };
+            if upload.sealing.as_ref().is_some_and(|s| !bucket.accepts_new(s)) {
+                return Err(StorageError::KeyRetired);
             }
             txn.open_table(UPLOADS)?.insert(upload.upload_id.as_str(), encode(&upload).as_slice())?;
             txn.open_table(UPLOADS_BY_BUCKET)?.insert((upload.bucket.as_str(), upload.upload_id.as_str()), ())?;
@@ -750,7 +759,7 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError> {
+    async fn complete_upload(&self, upload_id: &str, mut object: ObjectRecord) -> Result<(), StorageError> {
         let upload_id = upload_id.to_owned();
         let unused = self
             .blocking(move |db| {
@@ -759,8 +768,18 @@ impl Storage for LocalStorage {
                     let Some(upload) = forget_upload(&txn, &upload_id)? else {
                         return Err(StorageError::NoSuchUpload);
                     };
-                    if txn.open_table(BUCKETS)?.get(upload.bucket.as_str())?.is_none() {
+                    let bucket = txn
+                        .open_table(BUCKETS)?
+                        .get(upload.bucket.as_str())?
+                        .map(|v| decode::<BucketRecord>(v.value()));
+                    let Some(bucket) = bucket.transpose()? else {
                         return Err(StorageError::NoSuchBucket);
+                    };
+                    // The upload's sealing as it is now (a rotation may have
+                    // re-wrapped it since the caller read it), never a stale copy.
+                    object.sealing = upload.sealing.clone();
+                    if object.sealing.as_ref().is_some_and(|s| !bucket.can_open(s)) {
+                        return Err(StorageError::KeyRetired);
                     }
                     let used: HashSet<&str> = object.parts.iter().map(|p| p.segment.data_id.as_str()).collect();
                     let current = take_parts(&mut txn.open_table(PARTS)?, &upload_id)?;

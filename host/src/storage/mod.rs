@@ -31,6 +31,10 @@ pub enum StorageError {
     BucketNotEmpty,
     #[error("multipart upload does not exist")]
     NoSuchUpload,
+    /// The data key of this write names a bucket key the bucket no longer
+    /// has (a deep key rotation dropped it meanwhile); retrying works.
+    #[error("the write's key was retired while it ran; retry")]
+    KeyRetired,
     /// CompleteMultipartUpload named a part that was replaced meanwhile.
     #[error("a part of the upload changed while it was being completed")]
     PartChanged,
@@ -165,7 +169,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError>;
     async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError>;
     /// Atomically makes `object` (built from some of the upload's parts)
-    /// visible and forgets the upload; unused parts are discarded. Fails
+    /// visible and forgets the upload; unused parts are discarded. The
+    /// object gets the upload's sealing as stored at that moment. Fails
     /// with `PartChanged`, committing nothing, when a part `object` uses is
     /// no longer the upload's (replaced by a re-upload meanwhile).
     async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;

@@ -67,6 +67,36 @@ pub struct Sealing {
     pub format: u8,
 }
 
+impl Sealing {
+    /// The bucket key (epoch) its data key is wrapped by; None for a data
+    /// key wrapped directly by the KMS (written before the key hierarchy).
+    pub fn bucket_key_id(&self) -> Option<String> {
+        crate::kms::bucket_keys::bucket_key_of(&self.wrapped_key)
+    }
+}
+
+impl BucketRecord {
+    /// Whether data sealed as `sealing` can still be opened through this
+    /// bucket's keys: its bucket key is one of the bucket's.
+    pub fn can_open(&self, sealing: &Sealing) -> bool {
+        match sealing.bucket_key_id() {
+            Some(id) => self.encryption.bucket_keys.iter().any(|k| k.id == id),
+            None => true,
+        }
+    }
+
+    /// Whether a data key made for a new write may be committed: its bucket
+    /// key is the bucket's and not retired. A write whose key a rotation
+    /// retired while it ran is refused (and retried), so that once the
+    /// bucket keys are retired no new data can name them.
+    pub fn accepts_new(&self, sealing: &Sealing) -> bool {
+        match sealing.bucket_key_id() {
+            Some(id) => self.encryption.bucket_keys.iter().any(|k| k.id == id && !k.retired),
+            None => true,
+        }
+    }
+}
+
 /// What binds one sealed segment: its salt and part number.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SegmentSeal {
