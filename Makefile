@@ -4,7 +4,7 @@ PYTHON  ?= python3
 RELEASE := target/release
 POLICIES := target/policies
 
-.PHONY: all deps build policies fixtures run test test-deps test-rust test-python bench fuzz lint clean
+.PHONY: all deps build policies fixtures run test test-deps test-rust test-python soak bench fuzz lint clean
 
 all: build
 
@@ -47,6 +47,12 @@ test-rust:
 
 test-python:
 	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 tests/python
+
+## soak: the crash/soak harness, SOAK_SECONDS (default 300) of clients writing while the gateway
+## is SIGKILLed and restarted; prints counts, fails on any lost or corrupted write (make test runs 60 s)
+SOAK_SECONDS ?= 300
+soak: build test-deps
+	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
 ## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run, SEALGATE_BENCH_ONLY=kms for the KMS table)
 bench: build
