@@ -59,12 +59,15 @@ bench: build
 	$(CARGO) build --release -p sealgate-bench
 	$(RELEASE)/sealgate-bench | tee target/bench.md
 
-## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component, and the KMIP TTLV decoder,
+## fuzz: cargo-fuzz (nightly) on the rules, natively and as the built component, the KMIP TTLV decoder
+## and the host's parsers (HOST_FUZZ_TARGETS),
 ## FUZZ_SECONDS each; a broken invariant stops it, the input in fuzz/artifacts/.
 ## Extra libFuzzer flags in FUZZ_ARGS (e.g. FUZZ_ARGS="-fork=1 -ignore_crashes=1").
 ## New inputs go to fuzz/target/corpus/ (the committed seeds in fuzz/corpus/
 ## stay as they are; `make test` replays those natively).
 FUZZ_SECONDS ?= 60
+## The host's own parsers: stored sealed chunks, wrapped data keys, POST forms, request heads.
+HOST_FUZZ_TARGETS := sealed_chunks wrapped_data_key post_form request_head
 FUZZ_ARGS ?=
 fuzz: policies
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
@@ -73,6 +76,10 @@ fuzz: policies
 	cd fuzz && $(CARGO) +nightly fuzz run component target/corpus/component corpus/component -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 	@mkdir -p fuzz/target/corpus/ttlv
 	cd fuzz && $(CARGO) +nightly fuzz run ttlv target/corpus/ttlv corpus/ttlv -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	@for t in $(HOST_FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$t && \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)) || exit 1; \
+	done
 
 ## lint: formatting and clippy
 lint:

@@ -12,6 +12,8 @@ pub mod admin_client;
 pub mod auth;
 pub mod config;
 pub mod crypto;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod kms;
 pub mod listener;
 pub mod metrics;

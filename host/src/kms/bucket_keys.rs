@@ -104,6 +104,16 @@ fn cipher(bucket_key: &[u8; 32]) -> LessSafeKey {
 fn wrap_locally(bucket_key: &[u8; 32], id: &BucketKeyId, data_key: &[u8; 32], context: &KeyContext) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
+    wrap_with_nonce(bucket_key, id, nonce, data_key, context)
+}
+
+fn wrap_with_nonce(
+    bucket_key: &[u8; 32],
+    id: &BucketKeyId,
+    nonce: [u8; NONCE_LEN],
+    data_key: &[u8; 32],
+    context: &KeyContext,
+) -> Vec<u8> {
     let mut sealed = data_key.to_vec();
     cipher(bucket_key)
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(id, context)), &mut sealed)
@@ -578,6 +588,24 @@ impl Kms for BucketKeyKms {
 
     async fn health(&self) -> Result<(), KmsError> {
         self.inner.health().await
+    }
+}
+
+/// The local wrapping alone, for the fuzz target (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing {
+    use super::*;
+
+    /// Opens `wrapped` under `bucket_key` as the gateway would.
+    pub fn unwrap_with(bucket_key: &[u8; 32], wrapped: &[u8], context: &KeyContext) -> Option<[u8; 32]> {
+        let (id, nonce, sealed) = parse(wrapped)?;
+        unwrap_locally(bucket_key, &id, nonce, sealed, context).ok().map(|k| *k)
+    }
+
+    /// Wraps `data_key` again with the id and nonce `template` carries.
+    pub fn rewrap_like(bucket_key: &[u8; 32], template: &[u8], data_key: &[u8; 32], context: &KeyContext) -> Vec<u8> {
+        let (id, nonce, _) = parse(template).expect("a template that parsed");
+        wrap_with_nonce(bucket_key, &id, nonce, data_key, context)
     }
 }
 
