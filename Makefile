@@ -41,6 +41,7 @@ test: build fixtures test-deps test-rust test-python
 
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	@command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
 
 test-rust:
 	$(CARGO) nextest run --release --no-fail-fast
@@ -69,6 +70,9 @@ FUZZ_SECONDS ?= 60
 ## The host's own parsers: stored sealed chunks, wrapped data keys, POST forms, request heads.
 HOST_FUZZ_TARGETS := sealed_chunks wrapped_data_key post_form request_head
 FUZZ_ARGS ?=
+# The fuzz build is on nightly, which need not have the wasm target: the
+# gateway library embeds the default module built by `policies` instead.
+fuzz: export SEALGATE_DEFAULT_POLICY = $(CURDIR)/$(POLICIES)/default.wasm
 fuzz: policies
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	@mkdir -p fuzz/target/corpus/rules fuzz/target/corpus/component
