@@ -1,11 +1,13 @@
 //! sealgate: an S3 gateway that encrypts whole buckets transparently.
 //!
-//! The modules follow the request: `server` (listeners, request envelope)
-//! → `auth` (who is calling) → `s3` (one S3 concern per file) → `policy`
-//! (the rules, a sandboxed WebAssembly guest) → `kms` (the customer's keys)
-//! → `crypto` (sealed chunks) → `storage` (objects on disk). `admin` is the
+//! The modules follow the request: `listener` (connections, limits,
+//! timeouts; `tls`) → `server` (the request envelope) → `request_guard`
+//! (checks s3s has no hook for) → `auth` (who is calling) → `s3` (one S3
+//! concern per file) → `policy` (the rules, a sandboxed WebAssembly guest)
+//! → `kms` (the customer's keys; `kms::bucket_keys` the key hierarchy) →
+//! `crypto` (sealed chunks) → `storage` (objects on disk). `admin` is the
 //! operator's port (with `rotation`, key rotation), `config` the settings,
-//! `metrics` what it counts.
+//! `metrics` what it counts, `fuzzing` the fuzz targets' entry points.
 
 pub mod admin;
 pub mod admin_client;
