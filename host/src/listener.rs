@@ -240,24 +240,32 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
+impl TimedIo {
+    /// Notes a write's progress; a write that stays pending past the stall
+    /// timeout fails (the peer stopped reading).
+    fn written(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match result {
             Poll::Ready(result) => {
                 if matches!(result, Ok(n) if n > 0) {
-                    this.activity.touch();
+                    self.activity.touch();
                 }
-                this.write_deadline = None;
+                self.write_deadline = None;
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                let stall = this.limits.body_stall_timeout;
-                let sleep = this.write_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                let stall = self.limits.body_stall_timeout;
+                let sleep = self.write_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
                 ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Err(timed_out("the client stopped reading the response")))
             }
         }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.written(cx, result)
     }
 
     fn poll_write_vectored(
@@ -265,22 +273,8 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.activity.touch();
-                }
-                this.write_deadline = None;
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let stall = this.limits.body_stall_timeout;
-                let sleep = this.write_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-                ready!(sleep.as_mut().poll(cx));
-                Poll::Ready(Err(timed_out("the client stopped reading the response")))
-            }
-        }
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -7,7 +7,6 @@ before the hierarchy (a data dir made by the previous release).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from conftest import REPO_ROOT, Gateway, unique_bucket_name
 from kms_backends import BACKENDS, wait_until
+from make_legacy_fixture import legacy_body
 from test_kms_backends import _bucket_keys, _error_code, _rewrap
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "legacy-v1.tar.gz"
@@ -286,15 +286,6 @@ def test_rotation_rewraps_bucket_keys_and_rewrites_no_object(any_kms, tmp_path_f
         gw.stop()
 
 
-def _legacy_body(name: str, size: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{name}/{counter}".encode()).digest()
-        counter += 1
-    return out[:size]
-
-
 LEGACY = {"small": 1000, "empty": 0, "multi": 70000}
 
 
@@ -308,8 +299,8 @@ def test_objects_from_before_the_hierarchy_stay_readable_and_deep_rewrap_migrate
     try:
         s3 = gw.client()
         for key, size in LEGACY.items():
-            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == _legacy_body(key, size), key
-        assert s3.get_object(Bucket="legacy-plain", Key="plain")["Body"].read() == _legacy_body("plain", 1000)
+            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == legacy_body(key, size), key
+        assert s3.get_object(Bucket="legacy-plain", Key="plain")["Body"].read() == legacy_body("plain", 1000)
         [old_key] = [p.stem for p in gw.kms_dir.glob("*.key")]
 
         # A default rotation rewrites nothing; the old key stays for the direct data keys.
@@ -320,7 +311,7 @@ def test_objects_from_before_the_hierarchy_stay_readable_and_deep_rewrap_migrate
         assert report["old_key_destroyed"] is False
         assert (gw.kms_dir / f"{old_key}.key").exists()
         for key, size in LEGACY.items():
-            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == _legacy_body(key, size), key
+            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == legacy_body(key, size), key
         s3.put_object(Bucket="legacy-sealed", Key="new", Body=b"written under the hierarchy")
 
         # --deep finishes the rotation: every data key moves into the hierarchy.
@@ -336,7 +327,7 @@ def test_objects_from_before_the_hierarchy_stay_readable_and_deep_rewrap_migrate
         gw.restart()
         s3 = gw.client()
         for key, size in LEGACY.items():
-            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == _legacy_body(key, size), key
+            assert s3.get_object(Bucket="legacy-sealed", Key=key)["Body"].read() == legacy_body(key, size), key
         assert s3.get_object(Bucket="legacy-sealed", Key="new")["Body"].read() == b"written under the hierarchy"
         # The upload started before the hierarchy completes after the migration.
         upload, etag1 = meta["pending_upload_id"], meta["pending_part1_etag"]
@@ -345,7 +336,7 @@ def test_objects_from_before_the_hierarchy_stay_readable_and_deep_rewrap_migrate
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag1}]},
         )
         got = s3.get_object(Bucket="legacy-sealed", Key="pending")["Body"].read()
-        assert got == _legacy_body("pending", 70000)
+        assert got == legacy_body("pending", 70000)
     finally:
         gw.stop()
         shutil.rmtree(tmp_path / "data", ignore_errors=True)
