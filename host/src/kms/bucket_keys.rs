@@ -224,6 +224,10 @@ impl BucketKeyKms {
         let mut cache = self.cache();
         cache.keys.retain(|_, k| k.fetched.elapsed() < keep);
         cache.current.retain(|_, c| c.checked.elapsed() < ttl);
+        drop(cache);
+        // Fetch locks nobody holds or waits on (buckets gone quiet or deleted).
+        let mut locks = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
     }
 
     /// Forgets everything about `bucket` (rotation, deletion).
