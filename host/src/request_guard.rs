@@ -22,7 +22,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use hyper::{HeaderMap, Method, Uri};
-use s3s::S3Error;
 use subtle::ConstantTimeEq;
 
 use crate::auth::Users;
@@ -50,16 +49,6 @@ impl Refusal {
 
     fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self { status: 400, code, message: message.into() }
-    }
-
-    pub fn into_s3_error(self) -> S3Error {
-        let code =
-            s3s::S3ErrorCode::from_bytes(self.code.as_bytes()).unwrap_or(s3s::S3ErrorCode::Custom(self.code.into()));
-        let mut e = S3Error::with_message(code, self.message);
-        if let Ok(status) = hyper::StatusCode::from_u16(self.status) {
-            e.set_status_code(status);
-        }
-        e
     }
 }
 
@@ -100,7 +89,7 @@ fn signed_headers_of(authorization: &str) -> Option<Vec<String>> {
 
 impl RequestGuard {
     /// The checks that need only the request head.
-    pub fn check_head(&self, _method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub fn check_head(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         let query = query_pairs(uri);
         let authorization = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let sigv2 = authorization.is_some_and(|a| a.starts_with("AWS "))
@@ -349,14 +338,10 @@ mod tests {
     #[test]
     fn presigned_urls_valid_for_more_than_a_week_and_unsigned_sse_headers_are_refused() {
         let guard = RequestGuard { users: Arc::new(Users::empty()), allow_sigv2: false };
-        let get = Method::GET;
         let week: Uri = "/b/k?X-Amz-Expires=604800&X-Amz-SignedHeaders=host".parse().unwrap();
-        assert!(guard.check_head(&get, &week, &HeaderMap::new()).is_ok());
+        assert!(guard.check_head(&week, &HeaderMap::new()).is_ok());
         let longer: Uri = "/b/k?X-Amz-Expires=604801&X-Amz-SignedHeaders=host".parse().unwrap();
-        assert_eq!(
-            guard.check_head(&get, &longer, &HeaderMap::new()).unwrap_err().code,
-            "AuthorizationQueryParametersError"
-        );
+        assert_eq!(guard.check_head(&longer, &HeaderMap::new()).unwrap_err().code, "AuthorizationQueryParametersError");
         let mut headers = HeaderMap::new();
         headers.insert("x-amz-scal-server-side-encryption", "AES256".parse().unwrap());
         headers.insert(
@@ -365,9 +350,8 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let put = Method::PUT;
-        assert_eq!(guard.check_head(&put, &"/b".parse().unwrap(), &headers).unwrap_err().status, 403);
+        assert_eq!(guard.check_head(&"/b".parse().unwrap(), &headers).unwrap_err().status, 403);
         let v2: Uri = "/b/k?AWSAccessKeyId=a&Signature=s&Expires=1".parse().unwrap();
-        assert_eq!(guard.check_head(&get, &v2, &HeaderMap::new()).unwrap_err().code, "InvalidRequest");
+        assert_eq!(guard.check_head(&v2, &HeaderMap::new()).unwrap_err().code, "InvalidRequest");
     }
 }

@@ -357,7 +357,7 @@ async fn guarded(
 ) -> Result<Request<Body>, Refusal> {
     use futures::StreamExt;
     use http_body_util::{BodyStream, StreamBody};
-    guard.check_head(&parts.method, &parts.uri, &parts.headers)?;
+    guard.check_head(&parts.uri, &parts.headers)?;
     let Some(boundary) = RequestGuard::post_form_boundary(&parts.method, &parts.headers) else {
         return Ok(Request::from_parts(parts, Body::http_body(body)));
     };
@@ -379,13 +379,12 @@ async fn guarded(
 fn refusal_response(refusal: Refusal, request_id: &str) -> Response<Body> {
     let status = hyper::StatusCode::from_u16(refusal.status).unwrap_or(hyper::StatusCode::FORBIDDEN);
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message><RequestId>{request_id}</RequestId></Error>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
         refusal.code,
         xml_escape(&refusal.message)
     );
     let mut res = error_response(status, &xml);
-    let id = hyper::header::HeaderValue::from_str(request_id).expect("hex is a valid header");
-    res.headers_mut().insert("x-amz-request-id", id);
+    stamp_request_id(&mut res, request_id);
     res
 }
 

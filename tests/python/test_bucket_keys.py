@@ -21,23 +21,19 @@ from botocore.exceptions import ClientError
 from conftest import REPO_ROOT, Gateway, unique_bucket_name
 from kms_backends import BACKENDS, wait_until
 from make_legacy_fixture import legacy_body
-from test_kms_backends import _bucket_keys, _error_code, _rewrap
+from test_kms_backends import _backend, _bucket_keys, _error_code, _rewrap
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "legacy-v1.tar.gz"
 
 
 @pytest.fixture(scope="module", params=["local", "kmip", "aws"])
 def any_kms(request, tmp_path_factory):
-    backend = BACKENDS[request.param](tmp_path_factory.mktemp(f"bk-{request.param}"))
-    request.addfinalizer(backend.close)
-    return backend
+    return _backend(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module", params=["kmip", "aws"])
 def remote_kms(request, tmp_path_factory):
-    backend = BACKENDS[request.param](tmp_path_factory.mktemp(f"bk-{request.param}"))
-    request.addfinalizer(backend.close)
-    return backend
+    return _backend(request, tmp_path_factory)
 
 
 def _gateway(backend, tmp_path_factory, *flags: str) -> Gateway:
