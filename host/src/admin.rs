@@ -125,7 +125,7 @@ impl Admin {
     }
 
     async fn health(&self) -> Response<Full<Bytes>> {
-        let storage_ok = self.storage.list_buckets().await.is_ok();
+        let storage_ok = self.storage.ping().await.is_ok();
         let kms = self.policy.kms();
         let kms_state = kms.health().await;
         let healthy = storage_ok && kms_state.is_ok();
@@ -134,6 +134,7 @@ impl Admin {
         let body = serde_json::json!({
             "status": if healthy { "ok" } else { "degraded" },
             "storage": if storage_ok { "ok" } else { "unavailable" },
+            "backend": self.storage.backend(),
             "kms": {
                 "backend": kms.backend(),
                 "state": if kms_state.is_ok() { "ok" } else { "unavailable" },
@@ -142,6 +143,10 @@ impl Admin {
             "policy": { "name": policy.name, "sha256": policy.sha256 },
             "version": env!("CARGO_PKG_VERSION"),
         });
+        let mut body = body;
+        if self.storage.backend() == "s3" {
+            body["upstream"] = (if storage_ok { "ok" } else { "unavailable" }).into();
+        }
         reply(status, "application/json", body.to_string())
     }
 }

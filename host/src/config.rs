@@ -212,6 +212,34 @@ pub struct ServeArgs {
     /// The same as a duration (`7d` is `168h`); wins over --multipart-expiry-hours
     #[arg(long, env = "SEALGATE_MULTIPART_EXPIRY")]
     pub multipart_expiry: Option<String>,
+
+    /// Where objects live: `local` (the embedded store in --data-dir) or `s3` (an upstream S3 shared by many gateways) [default: local]
+    #[arg(long, env = "SEALGATE_BACKEND")]
+    pub backend: Option<String>,
+
+    /// Upstream S3 endpoint for --backend s3, e.g. http://127.0.0.1:3900 (path-style requests)
+    #[arg(long, env = "SEALGATE_UPSTREAM_ENDPOINT")]
+    pub upstream_endpoint: Option<String>,
+
+    /// Region to sign upstream requests for [default: us-east-1]
+    #[arg(long, env = "SEALGATE_UPSTREAM_REGION")]
+    pub upstream_region: Option<String>,
+
+    /// Access key of the upstream account
+    #[arg(long, env = "SEALGATE_UPSTREAM_ACCESS_KEY")]
+    pub upstream_access_key: Option<String>,
+
+    /// Secret key of the upstream account (also keys the MAC of multipart upload ids: give every gateway the same)
+    #[arg(long, env = "SEALGATE_UPSTREAM_SECRET_KEY", hide_env_values = true)]
+    pub upstream_secret_key: Option<Secret>,
+
+    /// Prefix of upstream bucket names: client bucket B is upstream bucket PREFIX+B [default: empty]
+    #[arg(long, env = "SEALGATE_UPSTREAM_BUCKET_PREFIX")]
+    pub upstream_bucket_prefix: Option<String>,
+
+    /// Upstream bucket holding what the gateways share (bucket records, upload index) [default: sealgate-state]
+    #[arg(long, env = "SEALGATE_UPSTREAM_STATE_BUCKET")]
+    pub upstream_state_bucket: Option<String>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -239,6 +267,8 @@ pub struct Settings {
     /// Unfinished multipart uploads older than this are discarded (checked
     /// at start and periodically).
     pub multipart_expiry: Duration,
+    /// None: the embedded store in `data_dir`.
+    pub upstream: Option<crate::storage::upstream::UpstreamSettings>,
 }
 
 /// The KMS backend and what it needs to connect.
@@ -331,6 +361,7 @@ impl ServeArgs {
             None => Duration::from_secs(merged.multipart_expiry_hours.unwrap_or(168).saturating_mul(3600)),
         };
         let connections = connection_limits(&merged)?;
+        let upstream = upstream_settings(&merged)?;
         Ok(Settings {
             listen: merged.listen.unwrap_or(([127, 0, 0, 1], 9000).into()),
             data_dir: merged.data_dir.unwrap_or_else(|| "./data".into()),
@@ -350,6 +381,7 @@ impl ServeArgs {
             admin_tls: cert_files("admin-tls", merged.admin_tls_cert, merged.admin_tls_key)?,
             policy: merged.policy,
             multipart_expiry,
+            upstream,
         })
     }
 
@@ -393,7 +425,37 @@ impl ServeArgs {
             admin_tls_key: self.admin_tls_key.or(file.admin_tls_key),
             multipart_expiry_hours: self.multipart_expiry_hours.or(file.multipart_expiry_hours),
             multipart_expiry: self.multipart_expiry.or(file.multipart_expiry),
+            backend: self.backend.or(file.backend),
+            upstream_endpoint: self.upstream_endpoint.or(file.upstream_endpoint),
+            upstream_region: self.upstream_region.or(file.upstream_region),
+            upstream_access_key: self.upstream_access_key.or(file.upstream_access_key),
+            upstream_secret_key: self.upstream_secret_key.or(file.upstream_secret_key),
+            upstream_bucket_prefix: self.upstream_bucket_prefix.or(file.upstream_bucket_prefix),
+            upstream_state_bucket: self.upstream_state_bucket.or(file.upstream_state_bucket),
         }
+    }
+}
+
+/// `--backend s3` and its upstream, or None for the embedded store.
+fn upstream_settings(args: &ServeArgs) -> Result<Option<crate::storage::upstream::UpstreamSettings>, ConfigError> {
+    match args.backend.as_deref().unwrap_or("local") {
+        "local" => Ok(None),
+        "s3" => {
+            let missing = |flag: &str| ConfigError::Invalid(format!("--backend s3 needs --{flag}"));
+            let secret_key = args.upstream_secret_key.clone().ok_or_else(|| missing("upstream-secret-key"))?;
+            if secret_key.expose().is_empty() {
+                return Err(missing("upstream-secret-key"));
+            }
+            Ok(Some(crate::storage::upstream::UpstreamSettings {
+                endpoint: args.upstream_endpoint.clone().ok_or_else(|| missing("upstream-endpoint"))?,
+                region: args.upstream_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                access_key: args.upstream_access_key.clone().ok_or_else(|| missing("upstream-access-key"))?,
+                secret_key,
+                bucket_prefix: args.upstream_bucket_prefix.clone().unwrap_or_default(),
+                state_bucket: args.upstream_state_bucket.clone().unwrap_or_else(|| "sealgate-state".into()),
+            }))
+        }
+        other => Err(ConfigError::Invalid(format!("unknown --backend {other:?}; expected local or s3"))),
     }
 }
 

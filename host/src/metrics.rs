@@ -63,6 +63,7 @@ pub struct Metrics {
     kms_latency: Family<KmsOperationLabels, Histogram, fn() -> Histogram>,
     bucket_key_cache: Family<BucketKeyCacheLabels, Counter>,
     bucket_keys_created: Counter,
+    upstream_requests: Family<OperationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,7 +123,14 @@ impl Default for Metrics {
         );
         let bucket_keys_created = Counter::default();
         registry.register("bucket_keys_created", "New bucket-key epochs started", bucket_keys_created.clone());
+        let upstream_requests = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to the upstream S3 (backend s3), by upstream operation",
+            upstream_requests.clone(),
+        );
         Self {
+            upstream_requests,
             bucket_key_cache,
             bucket_keys_created,
             kms_calls,
@@ -189,6 +197,10 @@ impl Metrics {
 
     pub fn bucket_key_created(&self) {
         self.bucket_keys_created.inc();
+    }
+
+    pub fn upstream_request(&self, operation: &'static str) {
+        self.upstream_requests.get_or_create(&OperationLabels { operation: operation.to_owned() }).inc();
     }
 
     pub fn render(&self) -> String {

@@ -214,8 +214,8 @@ impl Rotation {
             let unchanged =
                 record.encryption.key_id.as_deref() == Some(&expected) && record.encryption.rotating_from.is_none();
             if unchanged {
-                record.encryption.rotating_from = Some(expected);
-                record.encryption.key_id = Some(new_key);
+                record.encryption.rotating_from = Some(expected.clone());
+                record.encryption.key_id = Some(new_key.clone());
             }
             unchanged
         });
@@ -288,7 +288,8 @@ impl Rotation {
         start_after: Option<String>,
     ) -> Result<(Vec<(String, Sealing)>, Option<String>), RotationError> {
         let query = ListQuery { prefix: String::new(), delimiter: None, start_after, max_keys: PAGE };
-        let page = self.storage.list_objects(bucket, &query).await?;
+        let record = self.storage.get_bucket(bucket).await?.ok_or(RotationError::NoSuchBucket)?;
+        let page = self.storage.list_objects(&record, &query).await?;
         let next = match page.entries.last() {
             Some(last) if page.is_truncated => Some(last.resume_marker().to_owned()),
             _ => None,

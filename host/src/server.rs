@@ -32,6 +32,7 @@ use crate::rotation::Rotation;
 use crate::s3::Gateway;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
+use crate::storage::upstream::UpstreamStorage;
 use crate::tls::ReloadableTls;
 
 /// The admin port serves an operator and a metrics scraper, not the public.
@@ -46,12 +47,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .create(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let expiry = settings.multipart_expiry;
-    let storage: Arc<dyn Storage> =
-        Arc::new(LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?);
+    let metrics = Arc::new(Metrics::default());
+    let storage: Arc<dyn Storage> = match &settings.upstream {
+        None => Arc::new(LocalStorage::open(&settings.data_dir, expiry).context("opening the object store")?),
+        Some(upstream) => Arc::new(
+            UpstreamStorage::open(upstream, metrics.clone())
+                .await
+                .with_context(|| format!("opening the upstream S3 at {}", upstream.endpoint))?,
+        ),
+    };
     let main = auth::main_credentials(&settings)?;
     let users = Users::load(&main.pair, settings.users_file.as_deref())?;
     let admin_token = auth::admin_token(&settings)?;
-    let metrics = Arc::new(Metrics::default());
     let master_kms = open_kms(&settings, metrics.clone())?;
     let bucket_keys =
         Arc::new(BucketKeyKms::new(master_kms, storage.clone(), settings.bucket_keys.clone(), metrics.clone()));

@@ -49,6 +49,12 @@ impl SegmentId {
 
 /// HKDF-SHA256(data key, salt, label ‖ part number).
 pub fn segment_key(data_key: &Zeroizing<[u8; 32]>, id: &SegmentId) -> Zeroizing<[u8; 32]> {
+    derive_key(data_key, id, KDF_LABEL)
+}
+
+/// HKDF-SHA256(data key, salt, `label` ‖ part number): the key of one
+/// segment (or, in format 2, one part).
+pub(super) fn derive_key(data_key: &Zeroizing<[u8; 32]>, id: &SegmentId, label: &[u8]) -> Zeroizing<[u8; 32]> {
     use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
     struct Len32;
     impl KeyType for Len32 {
@@ -57,7 +63,7 @@ pub fn segment_key(data_key: &Zeroizing<[u8; 32]>, id: &SegmentId) -> Zeroizing<
         }
     }
     let part = id.part_number.to_be_bytes();
-    let info = [KDF_LABEL, &part[..]];
+    let info = [label, &part[..]];
     let prk = Salt::new(HKDF_SHA256, &id.salt).extract(data_key.as_slice());
     let okm = prk.expand(&info, Len32).expect("32 bytes is a valid HKDF length");
     let mut key = Zeroizing::new([0u8; 32]);
@@ -114,6 +120,14 @@ fn aad(id: &SegmentId, index: u64, last: bool) -> Vec<u8> {
     aad
 }
 
+/// Turns plaintext into stored chunks, whatever the format.
+pub trait ChunkSealer: Send + Sync {
+    /// Takes plaintext; queues whatever is ready to store.
+    fn push(&mut self, data: &[u8], out: &mut VecDeque<Bytes>);
+    /// Seals the last chunk.
+    fn finish(&mut self, out: &mut VecDeque<Bytes>);
+}
+
 /// Seals a plaintext stream chunk by chunk. A full chunk is only sealed
 /// once more data follows it, because the last chunk is marked as such.
 pub struct Sealer {
@@ -137,9 +151,10 @@ impl Sealer {
         out.push_back(chunk.freeze());
         out.push_back(Bytes::copy_from_slice(&tag));
     }
+}
 
-    /// Takes plaintext; returns whatever is ready to store.
-    pub fn push(&mut self, data: &[u8], out: &mut VecDeque<Bytes>) {
+impl ChunkSealer for Sealer {
+    fn push(&mut self, data: &[u8], out: &mut VecDeque<Bytes>) {
         if !self.started {
             self.started = true;
             out.push_back(Bytes::from_static(&[FORMAT_VERSION]));
@@ -151,8 +166,7 @@ impl Sealer {
         }
     }
 
-    /// Seals the last chunk.
-    pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         self.push(&[], out);
         let rest = self.pending.split();
         self.seal_chunk(rest, true, out);
@@ -162,13 +176,13 @@ impl Sealer {
 /// A plaintext stream in, the sealed segment out.
 pub struct SealingStream<S> {
     inner: S,
-    sealer: Sealer,
+    sealer: Box<dyn ChunkSealer>,
     ready: VecDeque<Bytes>,
     finished: bool,
 }
 
 impl<S> SealingStream<S> {
-    pub fn new(inner: S, sealer: Sealer) -> Self {
+    pub fn new(inner: S, sealer: Box<dyn ChunkSealer>) -> Self {
         Self { inner, sealer, ready: VecDeque::new(), finished: false }
     }
 }

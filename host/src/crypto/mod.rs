@@ -4,6 +4,8 @@
 //! bytes; `format` lays objects out in authenticated chunks.
 
 pub mod format;
+pub mod format_v2;
+pub mod sealed_metadata;
 
 use zeroize::Zeroizing;
 

@@ -465,7 +465,7 @@ impl BucketKeyKms {
             if !current || fresh_exists {
                 return false;
             }
-            record.encryption.bucket_keys.push(candidate);
+            record.encryption.bucket_keys.push(candidate.clone());
             true
         });
         let record = self.storage.modify_bucket(bucket, change).await.map_err(storage_error)?;
@@ -509,8 +509,8 @@ impl BucketKeyKms {
                 let Some(slot) = record.encryption.bucket_keys.iter_mut().find(|k| **k == entry) else {
                     return false;
                 };
-                slot.master_key_id = new_master;
-                slot.wrapped = wrapped;
+                slot.master_key_id = new_master.clone();
+                slot.wrapped = wrapped.clone();
                 slot.retired = true;
                 true
             });

@@ -19,8 +19,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use zeroize::Zeroizing;
 
 use crate::crypto::Implementation;
-use crate::crypto::format::{Sealer, SealingStream, SegmentId};
-use crate::storage::{ByteStream, Checksums, ObjectPart, SegmentSeal, StagedData, Storage};
+use crate::crypto::format::{ChunkSealer, Sealer, SealingStream, SegmentId};
+use crate::crypto::{format, format_v2};
+use crate::storage::{ByteStream, Checksums, ObjectPart, SegmentSeal, StagedData, Storage, WriteTarget};
 
 /// Largest object a single PUT may create (as AWS).
 pub const MAX_PUT_SIZE: u64 = 5 << 30;
@@ -127,10 +128,12 @@ pub struct SealPlan<'a> {
     pub segment: SegmentId,
 }
 
-/// Streams `body` into storage, sealed when `seal` says so, and checks it
-/// against `claims`. Hashes are of the plaintext.
+/// Streams `body` into storage, sealed when `seal` says so (in the format
+/// the storage keeps), and checks it against `claims`. Hashes are of the
+/// plaintext.
 pub async fn ingest(
     storage: &dyn Storage,
+    mut target: WriteTarget,
     body: Option<StreamingBlob>,
     claims: BodyClaims,
     seal: Option<SealPlan<'_>>,
@@ -144,15 +147,25 @@ pub async fn ingest(
     let result = Arc::new(Mutex::new(None));
     let digesting = DigestingStream::new(body.unwrap_or_else(empty_blob), &wanted, claims.max_size, result.clone());
     let (plaintext, hashing) = hash_in_own_task(digesting);
+    let sealed_format = storage.sealed_format();
+    target.stored_len = claims.content_length.map(|len| match (&seal, sealed_format) {
+        (None, _) => len,
+        (Some(_), format_v2::FORMAT_VERSION) => format_v2::stored_len(len),
+        (Some(_), _) => format::stored_len(len),
+    });
     let (stream, seal): (ByteStream, _) = match seal {
         None => (Box::pin(plaintext), None),
         Some(plan) => {
-            let sealer = Sealer::new(Implementation::DEFAULT, plan.data_key, plan.segment);
+            let sealer: Box<dyn ChunkSealer> = if sealed_format == format_v2::FORMAT_VERSION {
+                Box::new(format_v2::PartSealer::new(Implementation::DEFAULT, plan.data_key, plan.segment))
+            } else {
+                Box::new(Sealer::new(Implementation::DEFAULT, plan.data_key, plan.segment))
+            };
             let seal = SegmentSeal { salt: plan.segment.salt.to_vec(), part_number: plan.segment.part_number };
             (Box::pin(SealingStream::new(plaintext, sealer)), Some(seal))
         }
     };
-    let written = storage.write_data(stream).await;
+    let written = storage.write_data(&target, stream).await;
     if written.is_err() {
         hashing.abort();
     }

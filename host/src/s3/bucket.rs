@@ -77,6 +77,7 @@ impl Gateway {
             created_unix_ms: now_ms(),
             encryption: BucketEncryption { encrypted: state.encrypted, key_id: state.key_id, ..Default::default() },
             generation: uuid::Uuid::new_v4().simple().to_string(),
+            stored_forms: Default::default(),
         };
         match self.storage.create_bucket(record).await {
             Ok(()) => allowed.after.committed().await,

@@ -8,12 +8,12 @@ use super::conditions::Conditions;
 use super::error::OrS3;
 use super::get::content_stream;
 use super::metadata::MetadataInput;
-use super::policy::{Ask, sealing_of};
+use super::policy::{Ask, open_metadata};
 use super::{Gateway, now_ms, quoted, timestamp};
 use crate::crypto::format::SegmentId;
 use crate::kms::DataKey;
 use crate::policy::Operation;
-use crate::storage::ObjectRecord;
+use crate::storage::{ObjectRecord, WriteTarget};
 
 /// A readable copy source with its conditions checked.
 pub(super) struct CopySourceObject {
@@ -52,6 +52,7 @@ impl Gateway {
     /// to seal the copy.
     pub(super) async fn copy_data(
         &self,
+        target: WriteTarget,
         source: &ObjectRecord,
         range: std::ops::Range<u64>,
         open: Option<&DataKey>,
@@ -63,7 +64,7 @@ impl Gateway {
             max_size: super::body::MAX_PUT_SIZE,
             ..Default::default()
         };
-        ingest(self.storage.as_ref(), Some(stream), claims, seal).await
+        ingest(self.storage.as_ref(), target, Some(stream), claims, seal).await
     }
 
     pub(super) async fn do_copy_object(
@@ -78,7 +79,7 @@ impl Gateway {
             if_modified_since: req.input.copy_source_if_modified_since.take(),
             if_unmodified_since: req.input.copy_source_if_unmodified_since.take(),
         };
-        let source = self.copy_source(&req, &req.input.copy_source, conditions).await?;
+        let mut source = self.copy_source(&req, &req.input.copy_source, conditions).await?;
         let input = &mut req.input;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if !replace && source.bucket == bucket && source.key == key {
@@ -87,19 +88,21 @@ impl Gateway {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
-        let metadata = if replace {
-            MetadataInput {
-                content_type: input.content_type.take(),
-                content_encoding: input.content_encoding.take(),
-                content_disposition: input.content_disposition.take(),
-                content_language: input.content_language.take(),
-                cache_control: input.cache_control.take(),
-                expires: input.expires.take(),
-                user: input.metadata.take(),
-            }
-            .into_record()?
+        let replacement = if replace {
+            Some(
+                MetadataInput {
+                    content_type: input.content_type.take(),
+                    content_encoding: input.content_encoding.take(),
+                    content_disposition: input.content_disposition.take(),
+                    content_language: input.content_language.take(),
+                    cache_control: input.cache_control.take(),
+                    expires: input.expires.take(),
+                    user: input.metadata.take(),
+                }
+                .into_record()?,
+            )
         } else {
-            source.object.metadata.clone()
+            None
         };
         if source.object.size > super::body::MAX_PUT_SIZE {
             return Err(s3_error!(
@@ -112,23 +115,33 @@ impl Gateway {
         ask.bucket_state = Some(&destination.encryption);
         ask.source = Some((&source.bucket, &source.key, source.object.sealing.as_ref()));
         let allowed = self.consult(ask).await?;
+        open_metadata(&mut source.object, allowed.open_with.as_ref())?;
+        let metadata = replacement.unwrap_or_else(|| source.object.metadata.clone());
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
-        let ingested = self.copy_data(&source.object, 0..source.object.size, allowed.open_with.as_ref(), seal).await?;
-        let etag = ingested.digest.md5_hex();
+        let target = WriteTarget {
+            bucket: destination.clone(),
+            key: key.clone(),
+            part: None,
+            stored_len: None,
+            metadata: self.stored_metadata(allowed.seal_with.as_ref(), &metadata),
+        };
+        let (open, size) = (allowed.open_with.as_ref(), source.object.size);
+        let ingested = self.copy_data(target, &source.object, 0..size, open, seal).await?;
         let record = ObjectRecord {
             size: ingested.digest.size,
-            etag: etag.clone(),
+            etag: ingested.digest.md5_hex(),
             last_modified_unix_ms: now_ms(),
             metadata,
             // Checksums of the source are of the same bytes.
             checksums: source.object.checksums.clone(),
             parts: vec![ingested.part()],
             multipart: false,
-            sealing: allowed.seal_with.as_ref().map(sealing_of),
+            sealing: allowed.seal_with.as_ref().map(|k| self.sealing_of(k)),
+            sealed_metadata: None,
         };
         let last_modified = record.last_modified_unix_ms;
-        self.storage.commit_object(&destination, &key, record, vec![ingested.staged]).await.or_s3()?;
+        let etag = self.storage.commit_object(&destination, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(quoted(&etag)),

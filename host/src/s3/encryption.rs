@@ -38,9 +38,9 @@ impl Gateway {
                 conflicted.store(true, Ordering::SeqCst);
                 return false;
             }
-            if let Some(state) = state {
+            if let Some(state) = &state {
                 record.encryption.encrypted = state.encrypted;
-                record.encryption.key_id = state.key_id;
+                record.encryption.key_id = state.key_id.clone();
             }
             true
         });

@@ -29,6 +29,26 @@ pub fn storage_error(e: StorageError) -> S3Error {
             tracing::error!(error = %e, "metadata store failed");
             s3_error!(InternalError, "We encountered an internal error. Please try again.")
         }
+        StorageError::Unavailable(e) => {
+            tracing::warn!(error = %e, "upstream storage unavailable");
+            s3_error!(ServiceUnavailable, "The storage behind this gateway is unavailable. Please retry.")
+        }
+        StorageError::Unsupported(what) => S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!("Not supported with this storage backend: {what}"),
+        ),
+        StorageError::LengthRequired => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::MissingContentLength,
+                "You must provide the Content-Length HTTP header.",
+            );
+            e.set_status_code(hyper::StatusCode::LENGTH_REQUIRED);
+            e
+        }
+        StorageError::UnalignedPart => s3_error!(
+            InvalidPart,
+            "In an encrypted bucket stored upstream, every part but the last must be a multiple of 64 KiB (65536 bytes)."
+        ),
     }
 }
 

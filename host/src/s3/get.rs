@@ -13,13 +13,14 @@ use tokio::sync::mpsc;
 use super::conditions::Conditions;
 use super::error::OrS3;
 use super::metadata::{content_type, parse_http_date, user_metadata};
-use super::policy::Ask;
+use super::policy::{Ask, open_metadata};
 use super::{Gateway, quoted, timestamp};
 use crate::policy::Operation;
 use zeroize::Zeroizing;
 
 use crate::crypto::Implementation;
 use crate::crypto::format::{self, Opener, SegmentId};
+use crate::crypto::format_v2;
 use crate::kms::DataKey;
 use crate::metrics::Metrics;
 use crate::storage::{ObjectPart, ObjectRecord, SegmentSeal, Storage};
@@ -95,6 +96,7 @@ pub(super) async fn content_stream(
         pieces.push((part.clone(), local));
     }
     let key = key.map(|k| k.plaintext.clone());
+    let self_describing = object.sealing.as_ref().is_some_and(|s| s.format == format_v2::FORMAT_VERSION);
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER);
     tokio::spawn(async move {
         for (part, local) in pieces {
@@ -107,6 +109,8 @@ pub(super) async fn content_stream(
             let result = tokio::task::spawn_blocking(move || {
                 let (storage, part, tx) = (reader_storage.as_ref(), &reader_part, &reader_tx);
                 match (&part.seal, &reader_key) {
+                    (_, Some(key)) if self_describing => read_sealed_v2(storage, part, key, local, tx),
+                    (None, _) if self_describing => Err(ReadError::Open("sealed object without a key".into())),
                     (None, _) => read_plain(storage, part, local, tx),
                     (Some(seal), Some(key)) => read_sealed(storage, part, seal, key, local, tx),
                     (Some(_), None) => Err(ReadError::Open("sealed part without a key".into())),
@@ -236,6 +240,40 @@ fn read_sealed(
     Ok(())
 }
 
+/// As [`read_sealed`], for an object stored upstream in format 2, whose
+/// chunks say which part they belong to (one stored segment per object).
+fn read_sealed_v2(
+    storage: &dyn Storage,
+    part: &ObjectPart,
+    key: &Zeroizing<[u8; 32]>,
+    local: Range<u64>,
+    tx: &Sender,
+) -> Result<(), ReadError> {
+    let stored_size = part.segment.stored_size;
+    if format_v2::plain_len(stored_size) != Some(part.size) {
+        return Err(ReadError::Open("stored size does not match the sealed layout".into()));
+    }
+    let chunks = format_v2::chunks_covering(&local);
+    let stored = format_v2::stored_range(stored_size, &chunks);
+    let mut reader = storage.read_data(&part.segment, stored.clone()).map_err(|e| ReadError::Storage(e.to_string()))?;
+    let mut opener = format_v2::ObjectOpener::new(Implementation::DEFAULT, key, stored_size);
+    let mut index = chunks.start;
+    while index < chunks.end {
+        let batch = index..chunks.end.min(index + SEALED_READ_BATCH);
+        let batch_stored = format_v2::stored_range(stored_size, &batch);
+        let buf = read_buffer(&mut reader, (batch_stored.end - batch_stored.start) as usize)?;
+        let plain = opener.open_chunks(batch.start, buf).map_err(|e| ReadError::Open(e.to_string()))?;
+        let batch_start = batch.start * format_v2::CHUNK_LEN;
+        let from = local.start.saturating_sub(batch_start) as usize;
+        let to = ((local.end - batch_start) as usize).min(plain.len());
+        if from < to {
+            send(tx, plain.slice(from..to))?;
+        }
+        index = batch.end;
+    }
+    Ok(())
+}
+
 /// The response fields GET and HEAD share.
 struct ObjectView {
     selection: Selection,
@@ -286,13 +324,17 @@ macro_rules! read_object {
             if_unmodified_since: input.if_unmodified_since.clone(),
         };
         let range = input.range.as_ref();
-        let (object, view) = $gateway
+        let (mut object, view) = $gateway
             .read_view(&input.bucket, &input.key, conditions, range, input.part_number, input.checksum_mode.as_ref())
             .await?;
-        let mut ask = Ask::new($operation, &input.bucket, Some(&input.key), &$req.headers);
+        // Metadata sealed upstream needs the data key even for a HEAD: the
+        // rules decide it as the read it is.
+        let operation = if object.sealed_metadata.is_some() { Operation::GetObject } else { $operation };
+        let mut ask = Ask::new(operation, &input.bucket, Some(&input.key), &$req.headers);
         ask.bucket_state = Some(&bucket.encryption);
         ask.target = object.sealing.as_ref();
         let allowed = $gateway.consult(ask).await?;
+        open_metadata(&mut object, allowed.open_with.as_ref())?;
         (object, view, allowed)
     }};
 }

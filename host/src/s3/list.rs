@@ -92,7 +92,7 @@ fn decode_token(token: &str) -> S3Result<String> {
 impl Gateway {
     async fn list_page(
         &self,
-        bucket: &str,
+        bucket: &crate::storage::BucketRecord,
         prefix: Option<&str>,
         delimiter: Option<&str>,
         start_after: Option<String>,
@@ -116,7 +116,7 @@ impl Gateway {
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
         let page = self
-            .list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), input.marker.clone(), max)
+            .list_page(&bucket, input.prefix.as_deref(), input.delimiter.as_deref(), input.marker.clone(), max)
             .await?;
         let truncated = page.is_truncated;
         let next_marker = page.entries.last().map(|e| e.resume_marker().to_owned()).filter(|_| truncated);
@@ -149,8 +149,7 @@ impl Gateway {
             Some(token) => Some(decode_token(token)?),
             None => input.start_after.clone(),
         };
-        let page =
-            self.list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), resume, max).await?;
+        let page = self.list_page(&bucket, input.prefix.as_deref(), input.delimiter.as_deref(), resume, max).await?;
         let truncated = page.is_truncated;
         let next = page.entries.last().map(|e| encode_token(e.resume_marker())).filter(|_| truncated);
         let key_count = page.entries.len() as i32;
@@ -185,7 +184,7 @@ impl Gateway {
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
         let page = self
-            .list_page(&bucket.name, input.prefix.as_deref(), input.delimiter.as_deref(), input.key_marker.clone(), max)
+            .list_page(&bucket, input.prefix.as_deref(), input.delimiter.as_deref(), input.key_marker.clone(), max)
             .await?;
         let truncated = page.is_truncated;
         let next_key_marker = page.entries.last().map(|e| e.resume_marker().to_owned()).filter(|_| truncated);

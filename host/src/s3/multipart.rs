@@ -8,11 +8,11 @@ use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::{Conditions, check_write};
 use super::error::OrS3;
 use super::metadata::MetadataInput;
-use super::policy::{Ask, sealing_of};
+use super::policy::Ask;
 use super::{Gateway, caller, now_ms, owner, quoted, timestamp};
 use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
-use crate::storage::{ObjectPart, ObjectRecord, PartRecord, StorageError, UploadRecord};
+use crate::storage::{ObjectPart, ObjectRecord, PartRecord, StorageError, UploadRecord, WriteTarget};
 
 /// Every part but the last must be at least this large (as AWS).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -84,12 +84,21 @@ fn chosen_parts(requested: &[CompletedPart], numbers: &[u32], stored: &[PartReco
     Ok(parts)
 }
 
+/// Where a part's bytes go.
+fn part_target(bucket: crate::storage::BucketRecord, upload: &UploadRecord, number: u32) -> WriteTarget {
+    let metadata = match &upload.sealed_metadata {
+        Some(blob) => crate::storage::StoredMetadata::Sealed { blob: blob.clone(), clear: upload.metadata.clone() },
+        None => crate::storage::StoredMetadata::Plain(upload.metadata.clone()),
+    };
+    WriteTarget { bucket, key: upload.key.clone(), part: Some((upload.clone(), number)), stored_len: None, metadata }
+}
+
 impl Gateway {
     /// The upload, if it exists and belongs to this bucket and key.
     async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadRecord> {
-        match self.storage.get_upload(upload_id).await.or_s3()? {
-            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
-            _ => Err(s3_error!(
+        match self.storage.get_upload(bucket, key, upload_id).await.or_s3()? {
+            Some(u) => Ok(u),
+            None => Err(s3_error!(
                 NoSuchUpload,
                 "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
             )),
@@ -120,17 +129,22 @@ impl Gateway {
         .into_record()?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
         let checksum_algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
+        let sealed_metadata = match self.stored_metadata(allowed.seal_with.as_ref(), &metadata) {
+            crate::storage::StoredMetadata::Sealed { blob, .. } => Some(blob),
+            crate::storage::StoredMetadata::Plain(_) => None,
+        };
         let record = UploadRecord {
-            upload_id: upload_id.clone(),
+            upload_id,
             bucket: bucket.clone(),
             key: key.clone(),
             initiator,
             initiated_unix_ms: now_ms(),
             metadata,
             checksum_algorithm: checksum_algorithm.clone(),
-            sealing: allowed.seal_with.as_ref().map(sealing_of),
+            sealing: allowed.seal_with.as_ref().map(|k| self.sealing_of(k)),
+            sealed_metadata,
         };
-        self.storage.create_upload(record).await.or_s3()?;
+        let upload_id = self.storage.create_upload(record).await.or_s3()?;
         let output = CreateMultipartUploadOutput {
             bucket: Some(bucket),
             key: Some(key),
@@ -156,7 +170,7 @@ impl Gateway {
 
     async fn upload_part(&self, req: &mut S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.owned_bucket(req, &bucket).await?;
+        let bucket_record = self.owned_bucket(req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
         let upload = self.upload(&bucket, &key, &upload_id).await?;
@@ -167,15 +181,15 @@ impl Gateway {
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(number) });
-        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims, seal).await?;
-        let etag = ingested.digest.md5_hex();
+        let target = part_target(bucket_record, &upload, number);
+        let ingested = ingest(self.storage.as_ref(), target, req.input.body.take(), claims, seal).await?;
         let part = PartRecord {
             part_number: number,
             part: ingested.part(),
             last_modified_unix_ms: now_ms(),
             checksums: ingested.digest.checksums.clone(),
         };
-        self.storage.commit_part(&upload_id, part, ingested.staged).await.or_s3()?;
+        let etag = self.storage.commit_part(&upload, part, ingested.staged).await.or_s3()?;
         let c = ingested.digest.checksums;
         let output = UploadPartOutput {
             e_tag: Some(quoted(&etag)),
@@ -196,7 +210,7 @@ impl Gateway {
         mut req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.owned_bucket(&req, &bucket).await?;
+        let bucket_record = self.owned_bucket(&req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
         let upload = self.upload(&bucket, &key, &upload_id).await?;
@@ -214,8 +228,8 @@ impl Gateway {
         let allowed = self.consult(ask).await?;
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(number) });
-        let ingested = self.copy_data(&source.object, range, allowed.open_with.as_ref(), seal).await?;
-        let etag = ingested.digest.md5_hex();
+        let target = part_target(bucket_record, &upload, number);
+        let ingested = self.copy_data(target, &source.object, range, allowed.open_with.as_ref(), seal).await?;
         let last_modified = now_ms();
         let part = PartRecord {
             part_number: number,
@@ -223,7 +237,7 @@ impl Gateway {
             last_modified_unix_ms: last_modified,
             checksums: Default::default(),
         };
-        self.storage.commit_part(&upload_id, part, ingested.staged).await.or_s3()?;
+        let etag = self.storage.commit_part(&upload, part, ingested.staged).await.or_s3()?;
         let output = UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(quoted(&etag)),
@@ -270,7 +284,7 @@ impl Gateway {
         // and the parts are chosen again, at most a few times.
         let mut attempts = 0;
         let etag = loop {
-            let stored = self.storage.list_parts(&upload.upload_id).await.or_s3()?;
+            let stored = self.storage.list_parts(&upload).await.or_s3()?;
             let parts = chosen_parts(requested, &numbers, &stored)?;
             let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
             let record = ObjectRecord {
@@ -282,11 +296,12 @@ impl Gateway {
                 parts,
                 multipart: true,
                 sealing: upload.sealing.clone(),
+                sealed_metadata: None,
             };
-            match self.storage.complete_upload(&upload.upload_id, record).await {
+            match self.storage.complete_upload(&upload, record).await {
                 Err(StorageError::PartChanged) if attempts < 3 => attempts += 1,
                 Err(StorageError::PartChanged) => return Err(invalid_part()),
-                other => break other.map(|()| etag).or_s3()?,
+                other => break other.or_s3()?,
             }
         };
         let output = CompleteMultipartUploadOutput {
@@ -307,8 +322,8 @@ impl Gateway {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = &req.input;
         self.owned_bucket(&req, &input.bucket).await?;
-        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
-        self.storage.abort_upload(&input.upload_id).await.or_s3()?;
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        self.storage.abort_upload(&upload).await.or_s3()?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -318,14 +333,8 @@ impl Gateway {
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let max = input.max_parts.unwrap_or(MAX_PARTS_LISTED).clamp(0, MAX_PARTS_LISTED) as usize;
         let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-        let mut stored: Vec<_> = self
-            .storage
-            .list_parts(&upload.upload_id)
-            .await
-            .or_s3()?
-            .into_iter()
-            .filter(|p| p.part_number > marker)
-            .collect();
+        let mut stored: Vec<_> =
+            self.storage.list_parts(&upload).await.or_s3()?.into_iter().filter(|p| p.part_number > marker).collect();
         let truncated = stored.len() > max;
         stored.truncate(max);
         let next_marker = stored.last().map(|p| p.part_number as i32).filter(|_| truncated);

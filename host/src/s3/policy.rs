@@ -90,11 +90,46 @@ impl Gateway {
     }
 }
 
-/// What a sealed write stores about its data key.
-pub(super) fn sealing_of(key: &crate::kms::DataKey) -> Sealing {
-    Sealing {
-        key_id: key.key_id.clone(),
-        wrapped_key: key.wrapped.clone(),
-        format: crate::crypto::format::FORMAT_VERSION,
+impl Gateway {
+    /// What a sealed write stores about its data key, in the format the
+    /// storage keeps.
+    pub(super) fn sealing_of(&self, key: &crate::kms::DataKey) -> Sealing {
+        Sealing { key_id: key.key_id.clone(), wrapped_key: key.wrapped.clone(), format: self.storage.sealed_format() }
     }
+
+    /// How a new object's metadata is stored: sealed with its data key
+    /// when the object is sealed.
+    pub(super) fn stored_metadata(
+        &self,
+        key: Option<&crate::kms::DataKey>,
+        metadata: &crate::storage::ObjectMetadata,
+    ) -> crate::storage::StoredMetadata {
+        use crate::storage::StoredMetadata;
+        match key {
+            None => StoredMetadata::Plain(metadata.clone()),
+            Some(key) => StoredMetadata::Sealed {
+                blob: crate::crypto::sealed_metadata::seal(&self.sealing_of(key), &key.plaintext, metadata),
+                clear: metadata.clone(),
+            },
+        }
+    }
+}
+
+/// Opens the sealed metadata of an object stored upstream (format 2) with
+/// the data key the policy released for it; other objects carry theirs in
+/// the clear already.
+pub(super) fn open_metadata(
+    object: &mut crate::storage::ObjectRecord,
+    key: Option<&crate::kms::DataKey>,
+) -> S3Result<()> {
+    let Some(blob) = object.sealed_metadata.take() else { return Ok(()) };
+    let Some(key) = key else {
+        tracing::error!("the policy released no key for an object with sealed metadata");
+        return Err(s3_error!(InternalError, "We encountered an internal error. Please try again."));
+    };
+    object.metadata = crate::crypto::sealed_metadata::open(&blob, &key.plaintext).map_err(|e| {
+        tracing::error!(error = %e, "sealed object metadata did not open");
+        s3_error!(InternalError, "We encountered an internal error. Please try again.")
+    })?;
+    Ok(())
 }

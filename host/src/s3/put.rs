@@ -8,11 +8,11 @@ use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::check_write;
 use super::error::OrS3;
 use super::metadata::MetadataInput;
-use super::policy::{Ask, sealing_of};
+use super::policy::Ask;
 use super::{Gateway, now_ms, quoted};
 use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
-use crate::storage::ObjectRecord;
+use crate::storage::{ObjectRecord, WriteTarget};
 
 /// A browser form carries its encryption settings as form fields, which
 /// s3s parses into the input; the rules read headers, so they are added as
@@ -85,7 +85,14 @@ impl Gateway {
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
-        let ingested = ingest(self.storage.as_ref(), req.input.body.take(), claims, seal).await?;
+        let target = WriteTarget {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            part: None,
+            stored_len: None,
+            metadata: self.stored_metadata(allowed.seal_with.as_ref(), &metadata),
+        };
+        let ingested = ingest(self.storage.as_ref(), target, req.input.body.take(), claims, seal).await?;
         let record = ObjectRecord {
             size: ingested.digest.size,
             etag: ingested.digest.md5_hex(),
@@ -94,16 +101,16 @@ impl Gateway {
             checksums: ingested.digest.checksums.clone(),
             parts: vec![ingested.part()],
             multipart: false,
-            sealing: allowed.seal_with.as_ref().map(sealing_of),
+            sealing: allowed.seal_with.as_ref().map(|k| self.sealing_of(k)),
+            sealed_metadata: None,
         };
         if conditional {
             // Re-checked right before the commit to narrow the race with a concurrent writer.
             let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(req.input.if_match.as_ref(), req.input.if_none_match.as_ref(), current.as_ref())?;
         }
-        let etag = record.etag.clone();
         let c = record.checksums.clone();
-        self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
+        let etag = self.storage.commit_object(&bucket, &key, record, vec![ingested.staged]).await.or_s3()?;
         let output = PutObjectOutput {
             e_tag: Some(quoted(&etag)),
             checksum_crc32: c.crc32,

@@ -441,7 +441,7 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError> {
+    async fn modify_bucket(&self, name: &str, mut change: BucketChange) -> Result<BucketRecord, StorageError> {
         let name = name.to_owned();
         // One redb write transaction: serialized with every other writer.
         self.blocking(move |db| {
@@ -509,7 +509,7 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
-    async fn write_data(&self, mut body: ByteStream) -> Result<StagedData, StorageError> {
+    async fn write_data(&self, _target: &WriteTarget, mut body: ByteStream) -> Result<StagedData, StorageError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.tmp_dir.join(&id);
         let final_path = self.data_path(&id)?;
@@ -564,7 +564,8 @@ impl Storage for LocalStorage {
         key: &str,
         object: ObjectRecord,
         data: Vec<StagedData>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<String, StorageError> {
+        let etag = object.etag.clone();
         let (name, generation, db_key) =
             (bucket.name.clone(), bucket.generation.clone(), object_key(&bucket.name, key));
         let replaced = self
@@ -596,7 +597,7 @@ impl Storage for LocalStorage {
             })
             .await?;
         self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect()).await;
-        Ok(())
+        Ok(etag)
     }
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
@@ -629,8 +630,8 @@ impl Storage for LocalStorage {
         Ok(existed)
     }
 
-    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StorageError> {
-        let (bucket, query) = (bucket.to_owned(), query.clone());
+    async fn list_objects(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError> {
+        let (bucket, query) = (bucket.name.clone(), query.clone());
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             list_range(&txn.open_table(OBJECTS)?, &bucket, &query)
@@ -638,7 +639,8 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError> {
+    async fn create_upload(&self, upload: UploadRecord) -> Result<String, StorageError> {
+        let upload_id = upload.upload_id.clone();
         self.blocking(move |db| {
             let txn = db.begin_write()?;
             let bucket =
@@ -654,7 +656,8 @@ impl Storage for LocalStorage {
             txn.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        Ok(upload_id)
     }
 
     async fn replace_object_sealing(
@@ -713,18 +716,25 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
+    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
         let upload_id = upload_id.to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_read()?;
-            let uploads = txn.open_table(UPLOADS)?;
-            uploads.get(upload_id.as_str())?.map(|v| decode(v.value())).transpose()
-        })
-        .await
+        let upload: Option<UploadRecord> = self
+            .blocking(move |db| {
+                let txn = db.begin_read()?;
+                let uploads = txn.open_table(UPLOADS)?;
+                uploads.get(upload_id.as_str())?.map(|v| decode(v.value())).transpose()
+            })
+            .await?;
+        Ok(upload.filter(|u| u.bucket == bucket && u.key == key))
     }
 
-    async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError> {
-        let upload_id = upload_id.to_owned();
+    async fn commit_part(
+        &self,
+        upload: &UploadRecord,
+        part: PartRecord,
+        data: StagedData,
+    ) -> Result<String, StorageError> {
+        let (upload_id, etag) = (upload.upload_id.clone(), part.part.etag.clone());
         let replaced = self
             .blocking(move |db| {
                 let txn = db.begin_write()?;
@@ -742,11 +752,11 @@ impl Storage for LocalStorage {
             })
             .await?;
         self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect()).await;
-        Ok(())
+        Ok(etag)
     }
 
-    async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError> {
-        let upload_id = upload_id.to_owned();
+    async fn list_parts(&self, upload: &UploadRecord) -> Result<Vec<PartRecord>, StorageError> {
+        let upload_id = upload.upload_id.clone();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let parts = txn.open_table(PARTS)?;
@@ -759,8 +769,8 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn complete_upload(&self, upload_id: &str, mut object: ObjectRecord) -> Result<(), StorageError> {
-        let upload_id = upload_id.to_owned();
+    async fn complete_upload(&self, upload: &UploadRecord, mut object: ObjectRecord) -> Result<String, StorageError> {
+        let (upload_id, etag) = (upload.upload_id.clone(), object.etag.clone());
         let unused = self
             .blocking(move |db| {
                 let txn = db.begin_write()?;
@@ -805,11 +815,11 @@ impl Storage for LocalStorage {
             })
             .await?;
         self.delete_segments_later(unused).await;
-        Ok(())
+        Ok(etag)
     }
 
-    async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError> {
-        let upload_id = upload_id.to_owned();
+    async fn abort_upload(&self, upload: &UploadRecord) -> Result<(), StorageError> {
+        let upload_id = upload.upload_id.clone();
         let segments = self.blocking(move |db| remove_upload(db, &upload_id)).await?;
         self.delete_segments_later(segments).await;
         Ok(())

@@ -1,14 +1,17 @@
 //! The object store behind the S3 front.
 //!
 //! The [`Storage`] trait speaks of buckets, objects, multipart uploads and
-//! opaque data segments, never of files, so that an upstream S3 backend can
-//! implement it later. Writing is two-step: [`Storage::write_data`] makes the
-//! bytes durable but invisible, then a commit (`commit_object`,
-//! `commit_part`, `complete_upload`) makes them visible atomically. Dropping
-//! an uncommitted [`StagedData`] discards its bytes.
+//! opaque data segments, never of files: [`local`] keeps them on this
+//! machine's disk, [`upstream`] in an S3 cluster shared by many gateways.
+//! Writing is two-step: [`Storage::write_data`] makes the bytes durable but
+//! invisible, then a commit (`commit_object`, `commit_part`,
+//! `complete_upload`) makes them visible atomically. Dropping an
+//! uncommitted [`StagedData`] discards its bytes. (Upstream, "durable but
+//! invisible" is an upload request held back before its last bytes.)
 
 pub mod local;
 mod records;
+pub mod upstream;
 
 use std::pin::Pin;
 
@@ -44,6 +47,43 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("metadata store: {0}")]
     Metadata(String),
+    /// The upstream S3 did not answer, or answered with a server error.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// What this backend cannot do (said to the client as NotImplemented).
+    #[error("not supported by this storage backend: {0}")]
+    Unsupported(&'static str),
+    /// A sealed multipart upload upstream needs every part but the last to
+    /// be a whole number of 64 KiB chunks (see docs/scale-out.md).
+    #[error("a part other than the last is not a multiple of 64 KiB")]
+    UnalignedPart,
+    /// The backend must know a body's length before it starts storing it.
+    #[error("the request body has no announced length")]
+    LengthRequired,
+}
+
+/// Where a write's bytes go and what they are. A backend that stores each
+/// object in one request at its final place (upstream S3) needs it before
+/// the first byte; the embedded store files bytes first and ignores it.
+#[derive(Debug, Clone)]
+pub struct WriteTarget {
+    pub bucket: BucketRecord,
+    pub key: String,
+    /// For a part: the upload and the part number.
+    pub part: Option<(UploadRecord, u32)>,
+    /// Bytes that will be stored (after sealing), when known.
+    pub stored_len: Option<u64>,
+    pub metadata: StoredMetadata,
+}
+
+/// An object's metadata as a backend stores it.
+#[derive(Debug, Clone)]
+pub enum StoredMetadata {
+    /// As the client sent it (plain objects).
+    Plain(ObjectMetadata),
+    /// Sealed with the object's data key (see `crypto::sealed_metadata`);
+    /// the clear fields are only for a backend that keeps them privately.
+    Sealed { blob: String, clear: ObjectMetadata },
 }
 
 /// Bytes made durable by [`Storage::write_data`] but not yet part of any
@@ -73,8 +113,9 @@ impl Drop for StagedData {
     }
 }
 
-/// An edit of a bucket record for [`Storage::modify_bucket`]; true to store it.
-pub type BucketChange = Box<dyn FnOnce(&mut BucketRecord) -> bool + Send>;
+/// An edit of a bucket record for [`Storage::modify_bucket`]; true to store
+/// it. A backend may run it again on a newer record after losing a race.
+pub type BucketChange = Box<dyn FnMut(&mut BucketRecord) -> bool + Send>;
 
 /// What a listing asks for. `start_after` is exclusive; with a delimiter,
 /// keys that roll up into a common prefix not after `start_after` are skipped,
@@ -113,6 +154,20 @@ pub struct ListPage {
 
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
+    /// The sealed format this backend stores: `crypto::format` (1) or
+    /// `crypto::format_v2` (2).
+    fn sealed_format(&self) -> u8 {
+        crate::crypto::format::FORMAT_VERSION
+    }
+    /// `local` or `s3` (for `/health`).
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+    /// Whether the store answers at all (for `/health`).
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.list_buckets().await.map(drop)
+    }
+
     async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
@@ -127,7 +182,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_bucket(&self, name: &str) -> Result<(), StorageError>;
 
     /// Stores a body durably but invisibly; see [`StagedData`].
-    async fn write_data(&self, body: ByteStream) -> Result<StagedData, StorageError>;
+    async fn write_data(&self, target: &WriteTarget, body: ByteStream) -> Result<StagedData, StorageError>;
     /// Reads `range` (relative to the segment) of a committed segment. A
     /// blocking reader: callers read into their own buffers on a blocking
     /// thread (sealed reads decrypt them in place, no copy). Call it from
@@ -138,20 +193,21 @@ pub trait Storage: Send + Sync + 'static {
         range: std::ops::Range<u64>,
     ) -> Result<Box<dyn std::io::Read + Send>, StorageError>;
 
-    /// Makes an object visible, replacing any previous one with that key.
-    /// Fails with `NoSuchBucket` unless `bucket` still exists as the same
-    /// bucket (same generation) as when the write began.
+    /// Makes an object visible, replacing any previous one with that key;
+    /// returns its ETag as stored (unquoted). Fails with `NoSuchBucket`
+    /// unless `bucket` still exists as the same bucket (same generation)
+    /// as when the write began.
     async fn commit_object(
         &self,
         bucket: &BucketRecord,
         key: &str,
         object: ObjectRecord,
         data: Vec<StagedData>,
-    ) -> Result<(), StorageError>;
+    ) -> Result<String, StorageError>;
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError>;
     /// Returns whether there was an object to delete.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
-    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StorageError>;
+    async fn list_objects(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError>;
 
     /// Key rotation: replaces the object's sealing if it still is
     /// `expected`. False when the object was replaced or deleted meanwhile.
@@ -163,18 +219,27 @@ pub trait Storage: Send + Sync + 'static {
         new: Sealing,
     ) -> Result<bool, StorageError>;
 
-    async fn create_upload(&self, upload: UploadRecord) -> Result<(), StorageError>;
-    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, StorageError>;
-    /// Adds or replaces a part of a pending upload.
-    async fn commit_part(&self, upload_id: &str, part: PartRecord, data: StagedData) -> Result<(), StorageError>;
-    async fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>, StorageError>;
+    /// Starts an upload; returns the id the client uses for it (the
+    /// backend may choose another than `upload.upload_id`).
+    async fn create_upload(&self, upload: UploadRecord) -> Result<String, StorageError>;
+    /// The upload of this bucket and key with this id, if there is one.
+    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, StorageError>;
+    /// Adds or replaces a part of a pending upload; returns the part's ETag.
+    async fn commit_part(
+        &self,
+        upload: &UploadRecord,
+        part: PartRecord,
+        data: StagedData,
+    ) -> Result<String, StorageError>;
+    async fn list_parts(&self, upload: &UploadRecord) -> Result<Vec<PartRecord>, StorageError>;
     /// Atomically makes `object` (built from some of the upload's parts)
     /// visible and forgets the upload; unused parts are discarded. The
     /// object gets the upload's sealing as stored at that moment. Fails
     /// with `PartChanged`, committing nothing, when a part `object` uses is
-    /// no longer the upload's (replaced by a re-upload meanwhile).
-    async fn complete_upload(&self, upload_id: &str, object: ObjectRecord) -> Result<(), StorageError>;
-    async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
+    /// no longer the upload's (replaced by a re-upload meanwhile). Returns
+    /// the object's ETag as stored.
+    async fn complete_upload(&self, upload: &UploadRecord, object: ObjectRecord) -> Result<String, StorageError>;
+    async fn abort_upload(&self, upload: &UploadRecord) -> Result<(), StorageError>;
     async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError>;
     /// Discards unfinished uploads started more than `max_age` ago; returns how many.
     async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<u64, StorageError>;

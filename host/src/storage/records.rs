@@ -19,6 +19,20 @@ pub struct BucketRecord {
     /// must not land in the new one. Empty for buckets made before it existed.
     #[serde(default)]
     pub generation: String,
+    /// Upstream backend only: which kinds of object the bucket has ever
+    /// held, set before the first write of each kind, so that a listing
+    /// knows without a request per entry whether sizes need unsealing.
+    #[serde(default)]
+    pub stored_forms: StoredForms,
+}
+
+/// See [`BucketRecord::stored_forms`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredForms {
+    #[serde(default)]
+    pub sealed: bool,
+    #[serde(default)]
+    pub plain: bool,
 }
 
 /// A bucket's encryption setting, as the policy decided it.
@@ -182,9 +196,14 @@ pub struct ObjectRecord {
     /// Whether the object came from a multipart upload (even of one part).
     #[serde(default)]
     pub multipart: bool,
-    /// Present when the object is sealed; then every part has a `seal`.
+    /// Present when the object is sealed; then every part has a `seal`
+    /// (format 1) or the data is self-describing (format 2).
     #[serde(default)]
     pub sealing: Option<Sealing>,
+    /// Format 2 (upstream): the metadata as stored, sealed with the data
+    /// key; `metadata` is empty until the reader opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,6 +220,10 @@ pub struct UploadRecord {
     /// Decided at creation: every part is sealed with this upload's data key.
     #[serde(default)]
     pub sealing: Option<Sealing>,
+    /// For a backend that stores metadata sealed (upstream): `metadata`
+    /// sealed with the upload's data key. Not kept by the embedded store.
+    #[serde(default, skip)]
+    pub sealed_metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,0 +1,299 @@
+//! The `s3` backend: objects live in an S3 cluster the user runs, shared by
+//! any number of identical gateways (see `docs/scale-out.md`).
+//!
+//! - Client bucket `B` is upstream bucket `PREFIX + B`, keys one to one.
+//! - What the gateways share lives upstream too, in the state bucket:
+//!   bucket records (`state.rs`) and an index of pending uploads.
+//! - A multipart upload's own state travels in its id (`upload_id.rs`).
+//! - Objects of encrypted buckets are stored in sealed format 2
+//!   (`crypto::format_v2`), metadata sealed (`crypto::sealed_metadata`);
+//!   objects of plain buckets exactly as the client sent them.
+//!
+//! aws-sdk-s3 speaks to the upstream (payload signing off for streamed
+//! bodies: the gateway checks the client's digests itself).
+
+mod client;
+mod objects;
+mod state;
+mod upload_id;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::storage::*;
+
+pub use client::Failure;
+
+/// How to reach the upstream; see `--upstream-*` in `config.rs`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    pub bucket_prefix: String,
+    pub state_bucket: String,
+}
+
+pub struct UpstreamStorage {
+    client: aws_sdk_s3::Client,
+    prefix: String,
+    state_bucket: String,
+    upload_ids: upload_id::UploadIds,
+    metrics: Arc<Metrics>,
+    /// Uploads sent but for their last bytes, waiting for a commit.
+    pending: Arc<Mutex<HashMap<String, objects::PendingWrite>>>,
+}
+
+impl UpstreamStorage {
+    /// Connects, and creates the state bucket if the upstream has none.
+    pub async fn open(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
+        let storage = Self {
+            client: client::build(settings),
+            prefix: settings.bucket_prefix.clone(),
+            state_bucket: settings.state_bucket.clone(),
+            upload_ids: upload_id::UploadIds::new(
+                settings.secret_key.expose(),
+                crate::crypto::format_v2::FORMAT_VERSION,
+            ),
+            metrics,
+            pending: Arc::default(),
+        };
+        storage.ensure_bucket(&storage.state_bucket).await?;
+        Ok(storage)
+    }
+
+    fn upstream_bucket(&self, bucket: &str) -> String {
+        format!("{}{}", self.prefix, bucket)
+    }
+
+    /// Creates an upstream bucket unless it exists already.
+    async fn ensure_bucket(&self, name: &str) -> Result<(), StorageError> {
+        self.metrics.upstream_request("CreateBucket");
+        match self.client.create_bucket().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                if failure.is("BucketAlreadyOwnedByYou") || failure.is("BucketAlreadyExists") {
+                    Ok(())
+                } else {
+                    Err(failure.into())
+                }
+            }
+        }
+    }
+
+    /// Whether the upstream bucket holds any object.
+    async fn holds_objects(&self, bucket: &str) -> Result<bool, StorageError> {
+        self.metrics.upstream_request("ListObjectsV2");
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(self.upstream_bucket(bucket))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        Ok(!page.contents().is_empty())
+    }
+
+    /// Marks the bucket as holding objects of this kind before the first
+    /// one is written (see [`BucketRecord::stored_forms`]).
+    async fn note_form(&self, bucket: &BucketRecord, sealed: bool) -> Result<(), StorageError> {
+        let forms = bucket.stored_forms;
+        if (sealed && forms.sealed) || (!sealed && forms.plain) {
+            return Ok(());
+        }
+        let change: BucketChange = Box::new(move |record| {
+            let slot = if sealed { &mut record.stored_forms.sealed } else { &mut record.stored_forms.plain };
+            !std::mem::replace(slot, true)
+        });
+        self.modify_record(&bucket.name, change).await.map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for UpstreamStorage {
+    fn sealed_format(&self) -> u8 {
+        crate::crypto::format_v2::FORMAT_VERSION
+    }
+
+    fn backend(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.metrics.upstream_request("HeadBucket");
+        self.client
+            .head_bucket()
+            .bucket(&self.state_bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))
+    }
+
+    async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
+        let upstream = self.upstream_bucket(&bucket.name);
+        if upstream == self.state_bucket {
+            return Err(StorageError::BucketExists { owner: "sealgate".into() });
+        }
+        // The record decides who wins a race between gateways; the upstream
+        // bucket follows it.
+        if let Some(existing) = self.create_record(&bucket).await? {
+            return Err(StorageError::BucketExists { owner: existing.owner });
+        }
+        if let Err(e) = self.ensure_bucket(&upstream).await {
+            let _ = self.delete_record(&bucket.name).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        Ok(self.read_record(name).await?.map(|(record, _)| record))
+    }
+
+    async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
+        self.put_record(&bucket).await
+    }
+
+    async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError> {
+        self.modify_record(name, change).await
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError> {
+        self.all_records().await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<(), StorageError> {
+        if self.holds_objects(name).await? {
+            return Err(StorageError::BucketNotEmpty);
+        }
+        for upload in self.uploads_of(name).await? {
+            self.abort_upload(&upload).await?;
+        }
+        self.metrics.upstream_request("DeleteBucket");
+        if let Err(e) = self.client.delete_bucket().bucket(self.upstream_bucket(name)).send().await {
+            let failure = Failure::from_sdk(e);
+            if !failure.is("NoSuchBucket") {
+                return Err(failure.into());
+            }
+        }
+        self.delete_record(name).await
+    }
+
+    async fn write_data(&self, target: &WriteTarget, body: ByteStream) -> Result<StagedData, StorageError> {
+        self.start_write(target, body).await
+    }
+
+    fn read_data(
+        &self,
+        segment: &DataSegment,
+        range: std::ops::Range<u64>,
+    ) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+        self.open_reader(segment, range)
+    }
+
+    async fn commit_object(
+        &self,
+        _bucket: &BucketRecord,
+        _key: &str,
+        object: ObjectRecord,
+        mut data: Vec<StagedData>,
+    ) -> Result<String, StorageError> {
+        let staged = data.pop().ok_or_else(|| StorageError::Metadata("commit without data".into()))?;
+        let etag = self.finish_write(staged).await?;
+        Ok(objects::client_etag(&etag, object.sealing.is_some()))
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
+        self.head_object(bucket, key).await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {
+        self.metrics.upstream_request("DeleteObject");
+        self.client
+            .delete_object()
+            .bucket(self.upstream_bucket(bucket))
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        // S3 does not say whether there was one; nothing relies on it here.
+        Ok(true)
+    }
+
+    async fn list_objects(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError> {
+        self.list_page(bucket, query).await
+    }
+
+    async fn replace_object_sealing(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _expected: &Sealing,
+        _new: Sealing,
+    ) -> Result<bool, StorageError> {
+        Err(StorageError::Unsupported("deep key rotation (it would rewrite every object upstream)"))
+    }
+
+    async fn create_upload(&self, upload: UploadRecord) -> Result<String, StorageError> {
+        self.start_upload(upload).await
+    }
+
+    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, StorageError> {
+        Ok(self.upload_ids.parse(bucket, key, upload_id).map(|(upload, _)| upload))
+    }
+
+    async fn commit_part(
+        &self,
+        _upload: &UploadRecord,
+        _part: PartRecord,
+        data: StagedData,
+    ) -> Result<String, StorageError> {
+        self.finish_write(data).await
+    }
+
+    async fn list_parts(&self, upload: &UploadRecord) -> Result<Vec<PartRecord>, StorageError> {
+        self.parts_of(upload).await
+    }
+
+    async fn complete_upload(&self, upload: &UploadRecord, object: ObjectRecord) -> Result<String, StorageError> {
+        self.finish_upload(upload, object).await
+    }
+
+    async fn abort_upload(&self, upload: &UploadRecord) -> Result<(), StorageError> {
+        self.drop_upload(upload).await
+    }
+
+    async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError> {
+        self.uploads_of(bucket).await
+    }
+
+    async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<u64, StorageError> {
+        let mut expired = 0;
+        let cutoff = crate::storage::upstream::objects::now_ms() - max_age.as_millis() as i64;
+        for bucket in self.all_records().await? {
+            for upload in self.uploads_of(&bucket.name).await? {
+                if upload.initiated_unix_ms < cutoff {
+                    self.drop_upload(&upload).await?;
+                    expired += 1;
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn replace_upload_sealing(
+        &self,
+        _upload_id: &str,
+        _expected: &Sealing,
+        _new: Sealing,
+    ) -> Result<bool, StorageError> {
+        Err(StorageError::Unsupported("deep key rotation (it would rewrite every object upstream)"))
+    }
+}

@@ -1,0 +1,460 @@
+//! Objects upstream: writes held back before their last bytes until the
+//! gateway has checked the body, reads with one ranged GET, and listings
+//! that give plaintext sizes and ETags from the upstream's own listing.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::ops::Range;
+
+use aws_sdk_s3::primitives::{ByteStream as SdkStream, DateTime, DateTimeFormat};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::UpstreamStorage;
+use super::client::{Failure, millis, unquote};
+use crate::crypto::{format_v2, sealed_metadata};
+use crate::storage::*;
+
+/// The user-metadata name that holds a sealed object's metadata.
+pub const SEALED_METADATA: &str = "sg";
+/// Entries of a listing in a bucket holding both kinds of object are
+/// looked at one by one (see [`BucketRecord::stored_forms`]), this many at once.
+const MIXED_LISTING_HEADS: usize = 16;
+
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// The ETag clients see for an object stored with upstream ETag `etag`.
+/// A sealed single PUT's upstream ETag is the MD5 of ciphertext, which no
+/// client could check: `-0` marks it as not a content MD5 (no upload has
+/// zero parts), so sync tools compare sizes and times instead.
+pub fn client_etag(etag: &str, sealed: bool) -> String {
+    if sealed && !etag.contains('-') { format!("{etag}-0") } else { etag.to_owned() }
+}
+
+/// An upload request sent but for its last bytes.
+pub struct PendingWrite {
+    /// True sends the rest; false (or dropping it) fails the request, so
+    /// the upstream stores nothing.
+    release: oneshot::Sender<bool>,
+    /// The upstream's answer: the stored ETag.
+    answer: JoinHandle<Result<String, StorageError>>,
+}
+
+/// Where a segment's bytes are upstream (its `data_id`, as JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Location {
+    bucket: String,
+    key: String,
+    /// The stored version's ETag: a read never mixes two versions.
+    etag: String,
+}
+
+impl UpstreamStorage {
+    /// Starts the upstream request for `target` and streams `body` into it
+    /// but for the last piece, which waits for [`Self::finish_write`].
+    pub(super) async fn start_write(
+        &self,
+        target: &WriteTarget,
+        mut body: ByteStream,
+    ) -> Result<StagedData, StorageError> {
+        let Some(stored_len) = target.stored_len else {
+            return Err(StorageError::LengthRequired);
+        };
+        self.note_form(&target.bucket, matches!(target.metadata, StoredMetadata::Sealed { .. })).await?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let (release, released) = oneshot::channel::<bool>();
+        let request = self.upload_request(target, stored_len, rx);
+        let answer = if stored_len == 0 {
+            // Nothing to hold back: the request itself waits for the commit.
+            tokio::spawn(async move {
+                if released.await != Ok(true) {
+                    return Err(StorageError::Body(std::io::Error::other("write discarded")));
+                }
+                drop(tx);
+                request.await
+            })
+        } else {
+            let answer = tokio::spawn(request);
+            let held = match feed_all_but_last(&mut body, &tx, stored_len).await {
+                Ok(held) => held,
+                Err(e) => {
+                    drop(tx);
+                    // The upstream's own refusal says more than a closed channel.
+                    return Err(match answer.await {
+                        Ok(Err(upstream)) if !matches!(e, StorageError::Body(_)) => upstream,
+                        _ => e,
+                    });
+                }
+            };
+            tokio::spawn(async move {
+                let item = match released.await {
+                    Ok(true) => Ok(held),
+                    _ => Err(std::io::Error::other("write discarded")),
+                };
+                let _ = tx.send(item).await;
+            });
+            answer
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.pending.lock().expect("pending lock").insert(id.clone(), PendingWrite { release, answer });
+        let pending = self.pending.clone();
+        let discard_id = id.clone();
+        let segment = DataSegment { data_id: id, stored_size: stored_len };
+        Ok(StagedData::new(segment, move || {
+            if let Some(write) = pending.lock().expect("pending lock").remove(&discard_id) {
+                let _ = write.release.send(false);
+            }
+        }))
+    }
+
+    /// Sends the held-back bytes and waits for the upstream to store the
+    /// object or part; returns the upstream's ETag.
+    pub(super) async fn finish_write(&self, staged: StagedData) -> Result<String, StorageError> {
+        let segment = staged.keep();
+        let write = self.pending.lock().expect("pending lock").remove(&segment.data_id);
+        let write = write.ok_or_else(|| StorageError::Metadata("commit of an unknown write".into()))?;
+        let _ = write.release.send(true);
+        write.answer.await.map_err(|e| StorageError::Unavailable(format!("upload task: {e}")))?
+    }
+
+    /// The PutObject or UploadPart request for `target`, its body read from `rx`.
+    fn upload_request(
+        &self,
+        target: &WriteTarget,
+        stored_len: u64,
+        rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl std::future::Future<Output = Result<String, StorageError>> + Send + 'static {
+        let frames = ReceiverStream::new(rx).map(|item| item.map(Frame::data));
+        let body = SdkStream::from_body_1_x(StreamBody::new(frames));
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let bucket = self.upstream_bucket(&target.bucket.name);
+        let key = target.key.clone();
+        let length = stored_len as i64;
+        match &target.part {
+            Some((upload, number)) => {
+                let upstream_id = super::upload_id::upstream_part(&upload.upload_id).unwrap_or_default().to_owned();
+                let number = *number as i32;
+                futures::future::Either::Left(async move {
+                    metrics.upstream_request("UploadPart");
+                    let sent = client
+                        .upload_part()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upstream_id)
+                        .part_number(number)
+                        .content_length(length)
+                        .body(body)
+                        .customize()
+                        .disable_payload_signing()
+                        .send()
+                        .await;
+                    sent.map(|o| unquote(o.e_tag())).map_err(|e| Failure::from_sdk(e).into())
+                })
+            }
+            None => {
+                let headers = UpstreamHeaders::of(&target.metadata);
+                futures::future::Either::Right(async move {
+                    metrics.upstream_request("PutObject");
+                    let put = client.put_object().bucket(bucket).key(key).content_length(length).body(body);
+                    let sent = headers.apply_put(put).customize().disable_payload_signing().send().await;
+                    sent.map(|o| unquote(o.e_tag())).map_err(|e| Failure::from_sdk(e).into())
+                })
+            }
+        }
+    }
+
+    /// The object as a record (HEAD), or None.
+    pub(super) async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
+        self.metrics.upstream_request("HeadObject");
+        let upstream = self.upstream_bucket(bucket);
+        let head = match self.client.head_object().bucket(&upstream).key(key).send().await {
+            Ok(head) => head,
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                if failure.not_found() && !failure.is("NoSuchBucket") {
+                    return Ok(None);
+                }
+                return Err(failure.into());
+            }
+        };
+        let stored = head.content_length().unwrap_or_default().max(0) as u64;
+        let etag = unquote(head.e_tag());
+        let mut user: HashMap<String, String> = head.metadata().cloned().unwrap_or_default();
+        let sealed = user.remove(SEALED_METADATA);
+        let content = ContentHeaders {
+            content_type: head.content_type().map(str::to_owned),
+            content_encoding: head.content_encoding().map(str::to_owned),
+            content_disposition: head.content_disposition().map(str::to_owned),
+            content_language: head.content_language().map(str::to_owned),
+            cache_control: head.cache_control().map(str::to_owned),
+            expires: head.expires_string().map(str::to_owned),
+        };
+        let metadata =
+            ObjectMetadata { content, user: user.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() };
+        let record = self.record_of(bucket, key, stored, &etag, millis(head.last_modified()), sealed, metadata)?;
+        Ok(Some(record))
+    }
+
+    /// A record from what the upstream says about an object.
+    #[allow(clippy::too_many_arguments)]
+    fn record_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        stored: u64,
+        etag: &str,
+        last_modified: i64,
+        sealed_blob: Option<String>,
+        metadata: ObjectMetadata,
+    ) -> Result<ObjectRecord, StorageError> {
+        let location = Location { bucket: self.upstream_bucket(bucket), key: key.to_owned(), etag: etag.to_owned() };
+        let segment =
+            DataSegment { data_id: serde_json::to_string(&location).expect("serializes"), stored_size: stored };
+        let (size, sealing, metadata) = match &sealed_blob {
+            None => (stored, None, metadata),
+            Some(blob) => {
+                let sealing = sealed_metadata::sealing_of(blob)
+                    .map_err(|e| StorageError::Metadata(format!("object {bucket}/{key}: {e}")))?;
+                let size = format_v2::plain_len(stored).ok_or_else(|| {
+                    StorageError::Metadata(format!("object {bucket}/{key}: size fits no sealed layout"))
+                })?;
+                (size, Some(sealing), ObjectMetadata::default())
+            }
+        };
+        let client_etag = client_etag(etag, sealing.is_some());
+        Ok(ObjectRecord {
+            size,
+            etag: client_etag.clone(),
+            last_modified_unix_ms: last_modified,
+            metadata,
+            checksums: Checksums::default(),
+            parts: vec![ObjectPart { segment, size, etag: client_etag.clone(), seal: None }],
+            multipart: client_etag.contains('-') && !client_etag.ends_with("-0"),
+            sealing,
+            sealed_metadata: sealed_blob,
+        })
+    }
+
+    /// A blocking reader of `range` of a stored object (one ranged GET).
+    pub(super) fn open_reader(
+        &self,
+        segment: &DataSegment,
+        range: Range<u64>,
+    ) -> Result<Box<dyn Read + Send>, StorageError> {
+        if range.is_empty() {
+            return Ok(Box::new(std::io::empty()));
+        }
+        let location: Location = serde_json::from_str(&segment.data_id)
+            .map_err(|e| StorageError::Metadata(format!("segment location: {e}")))?;
+        let handle = tokio::runtime::Handle::current();
+        self.metrics.upstream_request("GetObject");
+        let request = self
+            .client
+            .get_object()
+            .bucket(location.bucket)
+            .key(location.key)
+            .if_match(format!("\"{}\"", location.etag))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send();
+        let output = handle.block_on(request).map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        Ok(Box::new(BlockingBody { handle, body: output.body, current: Bytes::new() }))
+    }
+
+    /// One page of a bucket's listing: one upstream listing request, and
+    /// per-entry requests only in a bucket that holds both kinds of object.
+    pub(super) async fn list_page(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError> {
+        self.metrics.upstream_request("ListObjectsV2");
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(self.upstream_bucket(&bucket.name))
+            .prefix(&query.prefix)
+            .set_delimiter(query.delimiter.clone())
+            .set_start_after(query.start_after.clone())
+            .max_keys(query.max_keys.max(1) as i32)
+            .send()
+            .await
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        if query.max_keys == 0 {
+            return Ok(ListPage {
+                entries: Vec::new(),
+                is_truncated: !page.contents().is_empty() || !page.common_prefixes().is_empty(),
+            });
+        }
+        let forms = bucket.stored_forms;
+        let mut entries = Vec::new();
+        let mut mixed = Vec::new();
+        for object in page.contents() {
+            let key = object.key().unwrap_or_default().to_owned();
+            if forms.sealed && forms.plain {
+                mixed.push(key);
+                continue;
+            }
+            let stored = object.size().unwrap_or_default().max(0) as u64;
+            let etag = unquote(object.e_tag());
+            let modified = millis(object.last_modified());
+            let record = self.listed_record(&bucket.name, &key, stored, &etag, modified, forms.sealed);
+            entries.push(ListEntry::Object(key, record));
+        }
+        let heads = futures::stream::iter(mixed.into_iter().map(|key| async move {
+            let record = self.head_object(&bucket.name, &key).await;
+            (key, record)
+        }))
+        .buffered(MIXED_LISTING_HEADS)
+        .collect::<Vec<_>>()
+        .await;
+        for (key, record) in heads {
+            if let Some(record) = record? {
+                entries.push(ListEntry::Object(key, record));
+            }
+        }
+        entries.extend(
+            page.common_prefixes().iter().filter_map(|p| p.prefix()).map(|p| ListEntry::CommonPrefix(p.to_owned())),
+        );
+        entries.sort_by(|a, b| a.resume_marker().cmp(b.resume_marker()));
+        Ok(ListPage { entries, is_truncated: page.is_truncated().unwrap_or(false) })
+    }
+
+    /// A listed object: sizes and ETags by arithmetic, nothing fetched.
+    fn listed_record(
+        &self,
+        bucket: &str,
+        key: &str,
+        stored: u64,
+        etag: &str,
+        modified: i64,
+        sealed: bool,
+    ) -> ObjectRecord {
+        let size = if sealed { format_v2::plain_len(stored).unwrap_or(stored) } else { stored };
+        let client_etag = client_etag(etag, sealed);
+        let location = Location { bucket: self.upstream_bucket(bucket), key: key.to_owned(), etag: etag.to_owned() };
+        ObjectRecord {
+            size,
+            etag: client_etag.clone(),
+            last_modified_unix_ms: modified,
+            metadata: ObjectMetadata::default(),
+            checksums: Checksums::default(),
+            parts: vec![ObjectPart {
+                segment: DataSegment {
+                    data_id: serde_json::to_string(&location).expect("serializes"),
+                    stored_size: stored,
+                },
+                size,
+                etag: client_etag.clone(),
+                seal: None,
+            }],
+            multipart: client_etag.contains('-') && !client_etag.ends_with("-0"),
+            sealing: None,
+            sealed_metadata: None,
+        }
+    }
+}
+
+/// Sends every piece of `body` but the last into `tx`; returns the last.
+/// Fails when the body fails, or its length is not the announced one.
+async fn feed_all_but_last(
+    body: &mut ByteStream,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    stored_len: u64,
+) -> Result<Bytes, StorageError> {
+    let mut held = Bytes::new();
+    let mut total = 0u64;
+    while let Some(item) = body.next().await {
+        let piece = item.map_err(StorageError::Body)?;
+        if piece.is_empty() {
+            continue;
+        }
+        total += piece.len() as u64;
+        if total > stored_len {
+            return Err(StorageError::Body(std::io::Error::other("body longer than announced")));
+        }
+        let previous = std::mem::replace(&mut held, piece);
+        if !previous.is_empty() && tx.send(Ok(previous)).await.is_err() {
+            return Err(StorageError::Unavailable("the upstream ended the upload early".into()));
+        }
+    }
+    if total != stored_len {
+        return Err(StorageError::Body(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(held)
+}
+
+/// How an object's metadata travels upstream: a sealed object's as one
+/// opaque value and a neutral content type, a plain one's as sent.
+pub(super) struct UpstreamHeaders {
+    content: ContentHeaders,
+    user: HashMap<String, String>,
+}
+
+impl UpstreamHeaders {
+    pub(super) fn of(metadata: &StoredMetadata) -> Self {
+        match metadata {
+            StoredMetadata::Plain(m) => {
+                Self { content: m.content.clone(), user: m.user.iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
+            }
+            StoredMetadata::Sealed { blob, .. } => Self {
+                content: ContentHeaders { content_type: Some("application/octet-stream".into()), ..Default::default() },
+                user: HashMap::from([(SEALED_METADATA.to_owned(), blob.clone())]),
+            },
+        }
+    }
+
+    fn apply_put(
+        self,
+        put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let c = self.content;
+        put.set_content_type(c.content_type)
+            .set_content_encoding(c.content_encoding)
+            .set_content_disposition(c.content_disposition)
+            .set_content_language(c.content_language)
+            .set_cache_control(c.cache_control)
+            .set_expires(c.expires.as_deref().and_then(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).ok()))
+            .set_metadata((!self.user.is_empty()).then_some(self.user))
+    }
+
+    pub(super) fn apply_create(
+        self,
+        create: aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    ) -> aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder {
+        let c = self.content;
+        create
+            .set_content_type(c.content_type)
+            .set_content_encoding(c.content_encoding)
+            .set_content_disposition(c.content_disposition)
+            .set_content_language(c.content_language)
+            .set_cache_control(c.cache_control)
+            .set_expires(c.expires.as_deref().and_then(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).ok()))
+            .set_metadata((!self.user.is_empty()).then_some(self.user))
+    }
+}
+
+/// An upstream response body read from a blocking thread.
+struct BlockingBody {
+    handle: tokio::runtime::Handle,
+    body: SdkStream,
+    current: Bytes,
+}
+
+impl Read for BlockingBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.handle.block_on(self.body.next()) {
+                None => return Ok(0),
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}

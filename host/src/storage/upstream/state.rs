@@ -1,0 +1,154 @@
+//! Bucket records in the state bucket: `buckets/<name>`, the JSON of a
+//! [`BucketRecord`], changed only by conditional writes so that two
+//! gateways never overwrite each other's change.
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::UpstreamStorage;
+use super::client::{Failure, unquote};
+use crate::storage::{BucketChange, BucketRecord, StorageError};
+
+/// Attempts of a read-modify-write before giving up on a busy record.
+const CAS_ATTEMPTS: usize = 16;
+
+fn record_key(name: &str) -> String {
+    format!("buckets/{name}")
+}
+
+/// How a conditional write is guarded.
+enum Guard<'a> {
+    /// Only if no record exists.
+    Absent,
+    /// Only if the record still has this ETag.
+    Unchanged(&'a str),
+}
+
+impl UpstreamStorage {
+    /// The record and its upstream ETag.
+    pub(super) async fn read_record(&self, name: &str) -> Result<Option<(BucketRecord, String)>, StorageError> {
+        self.metrics.upstream_request("GetObject");
+        let got = self.client.get_object().bucket(&self.state_bucket).key(record_key(name)).send().await;
+        let output = match got {
+            Ok(output) => output,
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                return if failure.not_found() { Ok(None) } else { Err(failure.into()) };
+            }
+        };
+        let etag = unquote(output.e_tag());
+        let body = output.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let record = serde_json::from_slice(&body.into_bytes())
+            .map_err(|e| StorageError::Metadata(format!("bucket record {name}: {e}")))?;
+        Ok(Some((record, etag)))
+    }
+
+    /// Writes a record; false when the guard did not hold.
+    async fn write_record(&self, record: &BucketRecord, guard: Option<Guard<'_>>) -> Result<bool, StorageError> {
+        self.metrics.upstream_request("PutObject");
+        let body = serde_json::to_vec(record).expect("records serialize");
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.state_bucket)
+            .key(record_key(&record.name))
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        put = match guard {
+            None => put,
+            Some(Guard::Absent) => put.if_none_match("*"),
+            Some(Guard::Unchanged(etag)) => put.if_match(format!("\"{etag}\"")),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                // 409: a concurrent conditional write won (S3 answers ConditionalRequestConflict).
+                if failure.precondition_failed() || failure.status == Some(409) {
+                    Ok(false)
+                } else {
+                    Err(failure.into())
+                }
+            }
+        }
+    }
+
+    /// Creates the record unless one exists; returns the existing one then.
+    pub(super) async fn create_record(&self, record: &BucketRecord) -> Result<Option<BucketRecord>, StorageError> {
+        if self.write_record(record, Some(Guard::Absent)).await? {
+            return Ok(None);
+        }
+        match self.read_record(&record.name).await? {
+            Some((existing, _)) => Ok(Some(existing)),
+            // Deleted again meanwhile: whoever asks next may create it.
+            None => Err(StorageError::Unavailable("bucket record changed concurrently; retry".into())),
+        }
+    }
+
+    pub(super) async fn put_record(&self, record: &BucketRecord) -> Result<(), StorageError> {
+        self.write_record(record, None).await.map(drop)
+    }
+
+    pub(super) async fn modify_record(
+        &self,
+        name: &str,
+        mut change: BucketChange,
+    ) -> Result<BucketRecord, StorageError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut current, etag) = self.read_record(name).await?.ok_or(StorageError::NoSuchBucket)?;
+            if !change(&mut current) {
+                return Ok(current);
+            }
+            if self.write_record(&current, Some(Guard::Unchanged(&etag))).await? {
+                return Ok(current);
+            }
+            // Lost a race with another gateway: apply the change again to the newer record.
+        }
+        Err(StorageError::Unavailable(format!("bucket record {name} is changing too often; retry")))
+    }
+
+    pub(super) async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
+        self.metrics.upstream_request("DeleteObject");
+        self.client
+            .delete_object()
+            .bucket(&self.state_bucket)
+            .key(record_key(name))
+            .send()
+            .await
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        Ok(())
+    }
+
+    /// Every bucket record: one listing page per 1000 buckets plus one read each.
+    pub(super) async fn all_records(&self) -> Result<Vec<BucketRecord>, StorageError> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            self.metrics.upstream_request("ListObjectsV2");
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.state_bucket)
+                .prefix("buckets/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+            for object in page.contents() {
+                if let Some(name) = object.key().and_then(|k| k.strip_prefix("buckets/")) {
+                    names.push(name.to_owned());
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some((record, _)) = self.read_record(&name).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+}
