@@ -93,10 +93,14 @@ VIRTUAL_HOST_DOMAIN = "s3.sealgate.test"
 class Gateway:
     """One sealgate process plus its data dir and (separate) local KMS dir."""
 
-    def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML, kms_args: list[str] | None = None):
+    def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML, kms_args: list[str] | None = None,
+                 backend_args: list[str] | None = None):
         self.base_dir = Path(base_dir)
         # Flags choosing and configuring the KMS backend (local when empty).
         self.kms_args = list(kms_args or [])
+        # Flags choosing the storage backend (the embedded one when empty);
+        # SEALGATE_TEST_BACKEND=s3 runs a suite against a SeaweedFS upstream.
+        self.backend_args = list(backend_args) if backend_args is not None else default_backend_args()
         self.data_dir = self.base_dir / "data"
         self.kms_dir = self.base_dir / "kms"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ class Gateway:
             cmd += ["--allow-sigv2"]
         # The local KMS key store always lives outside the data dir.
         cmd += ["--kms-local-dir", str(self.kms_dir)]
-        return cmd + self.kms_args
+        return cmd + self.kms_args + self.backend_args
 
     def start(self) -> None:
         assert self.proc is None, "gateway already running"
@@ -279,6 +283,35 @@ class Gateway:
 
     def signed_headers(self, method: str, path: str, **kwargs) -> dict[str, str]:
         return helpers.sigv4_headers(method, self.host, path, self.access_key, self.secret_key, **kwargs)
+
+
+# `weed filer` flags that make SeaweedFS refuse what AWS refuses.
+SEAWEED_AWS_LIKE = ["-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false"]
+_session_upstream = None
+
+
+def upstream_args(cluster, state_bucket: str = "sealgate-state") -> list[str]:
+    """Flags pointing a gateway at a SeaweedCluster."""
+    return ["--backend", "s3", "--upstream-endpoint", cluster.s3_endpoint,
+            "--upstream-access-key", cluster.access_key, "--upstream-secret-key", cluster.secret_key,
+            "--upstream-state-bucket", state_bucket]
+
+
+def default_backend_args() -> list[str]:
+    """Empty (the embedded store), or with SEALGATE_TEST_BACKEND=s3 the
+    flags for one SeaweedFS cluster per test process, started on first use."""
+    global _session_upstream
+    if os.environ.get("SEALGATE_TEST_BACKEND", "local") != "s3":
+        return []
+    if _session_upstream is None:
+        sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+        import tempfile
+
+        from seaweed import SeaweedCluster
+
+        _session_upstream = SeaweedCluster(Path(tempfile.mkdtemp(prefix="sg-swfs-")), filer_args=SEAWEED_AWS_LIKE)
+        _session_upstream.start()
+    return upstream_args(_session_upstream, state_bucket=f"sealgate-state-{uuid.uuid4().hex[:8]}")
 
 
 def unique_bucket_name(prefix: str = "t") -> str:

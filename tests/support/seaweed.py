@@ -228,7 +228,9 @@ class SeaweedCluster:
         p = self._ports[f"volume{i}"]
         return ["volume", "-ip=127.0.0.1", f"-port={p}", f"-port.grpc={p + 10000}",
                 f"-dir={self._dir(f'volume{i}')}", f"-master={self._addr('master')}",
-                "-max=20", "-minFreeSpace=1GiB"]
+                # 0: as many volumes as the disk holds; each bucket is a collection
+                # with volumes of its own, and the tests make many buckets.
+                "-max=0", "-minFreeSpace=1GiB"]
 
     def _filer_args(self) -> list[str]:
         p, s = self._ports["filer"], self._ports["s3"]

@@ -12,7 +12,7 @@ use super::policy::Ask;
 use super::{Gateway, caller, now_ms, owner, quoted, timestamp};
 use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
-use crate::storage::{ObjectPart, ObjectRecord, PartRecord, StorageError, UploadRecord, WriteTarget};
+use crate::storage::{ObjectPart, ObjectRecord, PartRecord, StorageError, UploadRecord, WriteTarget, latest_parts};
 
 /// Every part but the last must be at least this large (as AWS).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -72,11 +72,13 @@ fn invalid_part() -> S3Error {
 fn chosen_parts(requested: &[CompletedPart], numbers: &[u32], stored: &[PartRecord]) -> S3Result<Vec<ObjectPart>> {
     let mut parts = Vec::with_capacity(requested.len());
     for (wanted, number) in requested.iter().zip(numbers) {
-        let found = stored.iter().find(|p| p.part_number == *number).ok_or_else(invalid_part)?;
-        if wanted.e_tag.as_ref().is_some_and(|etag| etag.value() != found.part.etag) {
-            return Err(invalid_part());
-        }
-        parts.push(found.part.clone());
+        // The part the client names by its ETag; without one, the latest.
+        let mut candidates = stored.iter().rev().filter(|p| p.part_number == *number);
+        let found = match wanted.e_tag.as_ref() {
+            Some(etag) => candidates.find(|p| etag.value() == p.part.etag),
+            None => candidates.next(),
+        };
+        parts.push(found.ok_or_else(invalid_part)?.part.clone());
     }
     if parts[..parts.len() - 1].iter().any(|p| p.size < MIN_PART_SIZE) {
         return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size."));
@@ -333,8 +335,15 @@ impl Gateway {
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let max = input.max_parts.unwrap_or(MAX_PARTS_LISTED).clamp(0, MAX_PARTS_LISTED) as usize;
         let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-        let mut stored: Vec<_> =
-            self.storage.list_parts(&upload).await.or_s3()?.into_iter().filter(|p| p.part_number > marker).collect();
+        let mut stored: Vec<_> = self
+            .storage
+            .list_parts(&upload)
+            .await
+            .map(latest_parts)
+            .or_s3()?
+            .into_iter()
+            .filter(|p| p.part_number > marker)
+            .collect();
         let truncated = stored.len() > max;
         stored.truncate(max);
         let next_marker = stored.last().map(|p| p.part_number as i32).filter(|_| truncated);

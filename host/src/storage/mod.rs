@@ -152,6 +152,18 @@ pub struct ListPage {
     pub is_truncated: bool,
 }
 
+/// The most recent upload of each part number, from a [`Storage::list_parts`] answer.
+pub fn latest_parts(parts: Vec<PartRecord>) -> Vec<PartRecord> {
+    let mut latest: Vec<PartRecord> = Vec::with_capacity(parts.len());
+    for part in parts {
+        match latest.last_mut() {
+            Some(previous) if previous.part_number == part.part_number => *previous = part,
+            _ => latest.push(part),
+        }
+    }
+    latest
+}
+
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// The sealed format this backend stores: `crypto::format` (1) or
@@ -231,6 +243,8 @@ pub trait Storage: Send + Sync + 'static {
         part: PartRecord,
         data: StagedData,
     ) -> Result<String, StorageError>;
+    /// The upload's parts by number. An upstream may list earlier uploads
+    /// of a re-sent part too, oldest first (see [`latest_parts`]).
     async fn list_parts(&self, upload: &UploadRecord) -> Result<Vec<PartRecord>, StorageError>;
     /// Atomically makes `object` (built from some of the upload's parts)
     /// visible and forgets the upload; unused parts are discarded. The

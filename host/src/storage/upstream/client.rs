@@ -6,6 +6,7 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -40,6 +41,12 @@ pub fn build(settings: &UpstreamSettings) -> aws_sdk_s3::Client {
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
+        // An upload goes at the client's pace (and waits for the gateway's
+        // checks before its last bytes): only a stalled download is the
+        // upstream's fault.
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled().upload_enabled(false).download_enabled(true).build(),
+        )
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }

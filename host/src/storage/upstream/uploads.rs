@@ -38,6 +38,14 @@ fn id_of_index_key<'a>(prefix: &str, key: &'a str) -> Option<String> {
     key.strip_prefix(prefix).map(|rest| rest.replace('/', ""))
 }
 
+/// Parts by number, then time. SeaweedFS lists every upload of a re-sent
+/// part (to the second); the caller picks among them (see `s3::multipart`).
+fn by_number_then_time(mut parts: Vec<PartRecord>) -> Vec<PartRecord> {
+    // Stable: of equal numbers and times, the one listed later stays last.
+    parts.sort_by_key(|p| (p.part_number, p.last_modified_unix_ms));
+    parts
+}
+
 impl UpstreamStorage {
     pub(super) async fn start_upload(&self, mut upload: UploadRecord) -> Result<String, StorageError> {
         let metadata = match &upload.sealed_metadata {
@@ -116,7 +124,7 @@ impl UpstreamStorage {
                 break;
             }
         }
-        Ok(parts)
+        Ok(by_number_then_time(parts))
     }
 
     pub(super) async fn finish_upload(

@@ -1,0 +1,424 @@
+"""Scale-out: three stateless gateways (`--backend s3`) in front of one real
+SeaweedFS cluster (one master, three volume servers, replication 001, a
+filer with its S3 API). Every request may go to any gateway; the tests send
+consecutive steps to different ones on purpose, and read the upstream
+directly (not through sealgate) to see what it learned.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+import helpers
+from conftest import REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, upstream_args
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+from round_robin import RoundRobin  # noqa: E402
+from seaweed import SeaweedCluster  # noqa: E402
+
+MARKER = b"SEALGATE-PLAINTEXT-MARKER-"
+ENCRYPTED = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+class Fleet:
+    """N gateways with one configuration: the same upstream, state bucket,
+    users and (shared) local KMS key directory."""
+
+    def __init__(self, base: Path, cluster: SeaweedCluster, count: int = 3):
+        self.cluster = cluster
+        self.kms_dir = base / "kms"
+        self.gateways = []
+        for i in range(count):
+            gw = Gateway(base / f"gw{i}", backend_args=upstream_args(cluster))
+            gw.kms_dir = self.kms_dir
+            gw.start()
+            self.gateways.append(gw)
+        self.clients = [gw.client() for gw in self.gateways]
+
+    def stop(self):
+        for gw in self.gateways:
+            if gw.is_running():
+                gw.stop()
+
+    def upstream(self):
+        return self.cluster.client()
+
+    def bucket(self, encrypted: bool, via: int = 0) -> str:
+        name = f"so-{uuid.uuid4().hex[:12]}"
+        self.clients[via].create_bucket(Bucket=name)
+        if encrypted:
+            self.clients[via].put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=ENCRYPTED)
+        return name
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    sw = SeaweedCluster(tmp_path_factory.mktemp("swfs"), filer_args=SEAWEED_AWS_LIKE)
+    sw.start()
+    yield sw
+    sw.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster, tmp_path_factory):
+    f = Fleet(tmp_path_factory.mktemp("fleet"), cluster)
+    yield f
+    f.stop()
+
+
+def upstream_requests(metrics: str, operation: str) -> float:
+    """sealgate_upstream_requests_total{operation=...} (0 before the first)."""
+    for line in metrics.splitlines():
+        if line.startswith(f'sealgate_upstream_requests_total{{operation="{operation}"}} '):
+            return float(line.split()[1])
+    return 0.0
+
+
+def marked(n: int) -> bytes:
+    return (MARKER * (n // len(MARKER) + 1))[:n]
+
+
+def upstream_sees_no_plaintext(up, bucket: str, key: str, plaintexts: list[bytes]) -> None:
+    """The upstream copy of a sealed object: no marker, no plaintext digest,
+    metadata sealed into one opaque value."""
+    head = up.head_object(Bucket=bucket, Key=key)
+    body = up.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert set(head["Metadata"]) == {"sg"}, head["Metadata"]
+    assert head["ContentType"] == "application/octet-stream"
+    visible = body + json.dumps(head["ResponseMetadata"]["HTTPHeaders"]).encode()
+    assert MARKER not in visible
+    for data in plaintexts:
+        for digest in (hashlib.md5(data).digest(), hashlib.sha256(data).digest()):
+            for form in (digest.hex().encode(), base64.b64encode(digest)):
+                assert form not in visible
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_any_gateway_serves_any_object(fleet, encrypted):
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(encrypted, via=0)
+    data = marked(300_000)
+    put = b.put_object(Bucket=bucket, Key="dir/obj", Body=data, ContentType="text/x-mine", Metadata={"colour": "blue"})
+    got = c.get_object(Bucket=bucket, Key="dir/obj")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "text/x-mine" and got["Metadata"] == {"colour": "blue"}
+    head = a.head_object(Bucket=bucket, Key="dir/obj")
+    listed = c.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [(o["Key"], o["Size"], o["ETag"]) for o in listed] == [("dir/obj", len(data), head["ETag"])]
+    assert put["ETag"] == head["ETag"] == got["ETag"]
+    if encrypted:
+        assert head["ETag"].endswith('-0"') and head.get("ServerSideEncryption") == "AES256"
+        upstream_sees_no_plaintext(fleet.upstream(), bucket, "dir/obj", [data])
+        assert fleet.upstream().head_object(Bucket=bucket, Key="dir/obj")["ContentLength"] > len(data)
+    else:
+        assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+        raw = fleet.upstream().get_object(Bucket=bucket, Key="dir/obj")
+        assert raw["Body"].read() == data and raw["Metadata"] == {"colour": "blue"}
+    ranged = a.get_object(Bucket=bucket, Key="dir/obj", Range="bytes=65000-200000")
+    assert ranged["Body"].read() == data[65000:200001]
+    assert ranged["ContentRange"] == f"bytes 65000-200000/{len(data)}"
+    assert a.get_object(Bucket=bucket, Key="dir/obj", Range="bytes=-10")["Body"].read() == data[-10:]
+    helpers.expect_error(lambda: b.get_object(Bucket=bucket, Key="dir/obj", IfNoneMatch=head["ETag"]), "304", 304)
+    b.put_object(Bucket=bucket, Key="empty", Body=b"")
+    assert c.get_object(Bucket=bucket, Key="empty")["Body"].read() == b""
+    c.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "dir/obj"})
+    assert a.get_object(Bucket=bucket, Key="copy")["Body"].read() == data
+    b.delete_object(Bucket=bucket, Key="copy")
+    helpers.expect_error(lambda: a.head_object(Bucket=bucket, Key="copy"), "404", 404)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_multipart_steps_on_different_gateways(fleet, encrypted):
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(encrypted, via=1)
+    upload = a.create_multipart_upload(Bucket=bucket, Key="big", ContentType="video/x-test")["UploadId"]
+    parts = {1: marked(5 << 20), 2: helpers.random_bytes(5 << 20), 3: marked(123_457)}
+    etags = {}
+
+    def send(client, number, data):
+        etags[number] = client.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=number, Body=data)["ETag"]
+
+    threads = [threading.Thread(target=send, args=(cl, n, parts[n])) for cl, n in ((b, 1), (c, 2), (b, 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Part 2 again, other bytes, through another gateway: the last one wins.
+    # (SeaweedFS keeps both uploads and times parts to the second: a re-send
+    # within the same second could be listed as either; see docs/scale-out.md.)
+    time.sleep(1.1)
+    parts[2] = helpers.random_bytes(5 << 20)
+    send(a, 2, parts[2])
+    listed = c.list_parts(Bucket=bucket, Key="big", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["Size"], p["ETag"]) for p in listed] == [
+        (n, len(parts[n]), etags[n]) for n in (1, 2, 3)
+    ]
+    ids = [u["UploadId"] for u in b.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert ids == [upload]
+    done = a.complete_multipart_upload(
+        Bucket=bucket, Key="big", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in (1, 2, 3)]},
+    )
+    whole = parts[1] + parts[2] + parts[3]
+    got = b.get_object(Bucket=bucket, Key="big")
+    assert got["Body"].read() == whole and got["ContentType"] == "video/x-test"
+    assert done["ETag"] == got["ETag"] == c.head_object(Bucket=bucket, Key="big")["ETag"]
+    assert c.list_objects_v2(Bucket=bucket)["Contents"][0]["Size"] == len(whole)
+    assert b.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    mid = (5 << 20) - 100
+    assert c.get_object(Bucket=bucket, Key="big", Range=f"bytes={mid}-{mid + 300}")["Body"].read() == whole[mid:mid + 301]
+    if encrypted:
+        upstream_sees_no_plaintext(fleet.upstream(), bucket, "big", list(parts.values()))
+    # Abort through yet another gateway.
+    other = b.create_multipart_upload(Bucket=bucket, Key="gone")["UploadId"]
+    c.upload_part(Bucket=bucket, Key="gone", UploadId=other, PartNumber=1, Body=b"x")
+    a.abort_multipart_upload(Bucket=bucket, Key="gone", UploadId=other)
+    helpers.expect_error(lambda: b.list_parts(Bucket=bucket, Key="gone", UploadId=other), "NoSuchUpload", 404)
+
+
+def test_upload_ids_cannot_be_forged_or_moved(fleet):
+    a, b, _ = fleet.clients
+    bucket = fleet.bucket(True)
+    upload = a.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    upstream_id, payload = upload.rsplit("~", 1)
+    # Without its sealing, or under another key, the id is no upload.
+    helpers.expect_error(lambda: b.upload_part(Bucket=bucket, Key="k", UploadId=upstream_id, PartNumber=1, Body=b"x"), "NoSuchUpload", 404)
+    helpers.expect_error(lambda: b.upload_part(Bucket=bucket, Key="other", UploadId=upload, PartNumber=1, Body=b"x"), "NoSuchUpload", 404)
+    helpers.expect_error(lambda: b.upload_part(Bucket=bucket, Key="k", UploadId=upstream_id + "~" + payload[:-4] + "AAAA", PartNumber=1, Body=b"x"), "NoSuchUpload", 404)
+    a.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
+
+
+def test_unaligned_sealed_parts_are_refused_with_a_reason(fleet):
+    a, b, _ = fleet.clients
+    bucket = fleet.bucket(True)
+    upload = a.create_multipart_upload(Bucket=bucket, Key="odd")["UploadId"]
+    e1 = b.upload_part(Bucket=bucket, Key="odd", UploadId=upload, PartNumber=1, Body=b"y" * ((5 << 20) + 1))["ETag"]
+    e2 = a.upload_part(Bucket=bucket, Key="odd", UploadId=upload, PartNumber=2, Body=b"z")["ETag"]
+    err = helpers.expect_error(lambda: b.complete_multipart_upload(
+        Bucket=bucket, Key="odd", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]}), "InvalidPart", 400)
+    assert "64 KiB" in err["Error"]["Message"]
+    helpers.expect_error(lambda: a.head_object(Bucket=bucket, Key="odd"), "404", 404)
+
+
+def test_bucket_state_is_never_stale_across_gateways(fleet):
+    a, b, c = fleet.clients
+    up = fleet.upstream()
+    for i in range(30):
+        bucket = fleet.bucket(True, via=i % 3)
+        data = marked(1000 + i)
+        fleet.clients[(i + 1) % 3].put_object(Bucket=bucket, Key="k", Body=data)
+        upstream_sees_no_plaintext(up, bucket, "k", [data])
+    # Encryption turned on through A, a PUT through B right after: sealed.
+    bucket = fleet.bucket(False, via=0)
+    a.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
+    b.put_object(Bucket=bucket, Key="after", Body=marked(5000))
+    upstream_sees_no_plaintext(up, bucket, "after", [marked(5000)])
+    # Deleted through A: B answers NoSuchBucket.
+    b.delete_object(Bucket=bucket, Key="after")
+    a.delete_bucket(Bucket=bucket)
+    helpers.expect_error(lambda: b.put_object(Bucket=bucket, Key="k", Body=b"x"), "NoSuchBucket", 404)
+    helpers.expect_error(lambda: c.head_bucket(Bucket=bucket), "404", 404)
+
+
+def test_ownership_and_creation_races_across_gateways(fleet):
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(True, via=0)
+    bob = fleet.gateways[1].bob()
+    helpers.expect_error(lambda: bob.get_object(Bucket=bucket, Key="k"), "AccessDenied", 403)
+    helpers.expect_error(lambda: bob.create_bucket(Bucket=bucket), "BucketAlreadyExists", 409)
+    for _ in range(5):
+        name = f"race-{uuid.uuid4().hex[:10]}"
+        outcomes = []
+
+        def create(client):
+            try:
+                client.create_bucket(Bucket=name)
+                outcomes.append("ok")
+            except Exception as e:  # noqa: BLE001 - the error code is what is compared
+                outcomes.append(helpers.status_of(getattr(e, "response", {})))
+
+        threads = [threading.Thread(target=create, args=(cl,)) for cl in (b, c)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count("ok") == 1, outcomes
+        assert outcomes.count(409) == 1, outcomes
+
+
+def test_listing_costs_one_upstream_request_per_page(fleet):
+    a, b, c = fleet.clients
+    gw = fleet.gateways[2]
+    for encrypted in (False, True):
+        bucket = fleet.bucket(encrypted)
+        sizes = {f"k{i:03d}": 1000 + i * 70_000 for i in range(25)}
+        for key, size in sizes.items():
+            a.put_object(Bucket=bucket, Key=key, Body=b"s" * size)
+        before = gw.admin_get("/metrics").text
+        keys, pages = {}, 0
+        token = None
+        while True:
+            kwargs = {"ContinuationToken": token} if token else {}
+            page = c.list_objects_v2(Bucket=bucket, MaxKeys=10, **kwargs)
+            pages += 1
+            keys.update({o["Key"]: o["Size"] for o in page["Contents"]})
+            token = page.get("NextContinuationToken")
+            if not token:
+                break
+        after = gw.admin_get("/metrics").text
+        assert keys == sizes
+        assert pages == 3
+
+        def count(text, operation):
+            return upstream_requests(text, operation)
+
+        assert count(after, "ListObjectsV2") - count(before, "ListObjectsV2") == pages
+        assert count(after, "HeadObject") - count(before, "HeadObject") == 0
+
+
+def test_sealed_object_opens_whatever_the_upstream_part_size(fleet):
+    """Re-uploaded upstream with other part boundaries (as a copy or
+    replication tool would), the sealed bytes still open."""
+    a, b, _ = fleet.clients
+    bucket = fleet.bucket(True)
+    data = helpers.random_bytes(12 << 20)
+    up = fleet.upstream()
+    upload = a.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    six = 6 << 20
+    etags = [b.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=n + 1, Body=data[n * six:(n + 1) * six])["ETag"]
+             for n in range(2)]
+    a.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]})
+    raw = up.get_object(Bucket=bucket, Key="k")
+    stored, metadata = raw["Body"].read(), raw["Metadata"]
+    odd = (5 << 20) + 12345
+    again = up.create_multipart_upload(Bucket=bucket, Key="k", Metadata=metadata,
+                                       ContentType="application/octet-stream")["UploadId"]
+    pieces = [stored[i:i + odd] for i in range(0, len(stored), odd)]
+    up_etags = [up.upload_part(Bucket=bucket, Key="k", UploadId=again, PartNumber=n + 1, Body=p)["ETag"]
+                for n, p in enumerate(pieces)]
+    up.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=again,
+                                 MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(up_etags)]})
+    assert len(pieces) == 3
+    assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == data
+    assert a.get_object(Bucket=bucket, Key="k", Range="bytes=5000000-9000000")["Body"].read() == data[5000000:9000001]
+
+
+def test_health_metrics_and_policy_agree(fleet):
+    shas = set()
+    for gw in fleet.gateways:
+        health = gw.admin_get("/health").json()
+        assert health["backend"] == "s3" and health["upstream"] == "ok"
+        shas.add(gw.policy()["sha256"])
+    assert len(shas) == 1
+
+
+def test_aws_cli_sync_through_round_robin(fleet, tmp_path):
+    bucket = fleet.bucket(True)
+    src = tmp_path / "src"
+    for i in range(12):
+        path = src / f"d{i % 3}" / f"f{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(helpers.random_bytes(1000 + i * 700_000))
+    proxy = RoundRobin([gw.port for gw in fleet.gateways])
+    gw = fleet.gateways[0]
+    env = {"AWS_ACCESS_KEY_ID": gw.access_key, "AWS_SECRET_ACCESS_KEY": gw.secret_key,
+           "AWS_DEFAULT_REGION": gw.region, "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+
+    def aws(*args):
+        cmd = [sys.executable, "-m", "awscli", "--endpoint-url", proxy.endpoint, "s3", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True).stdout
+
+    try:
+        first = aws("sync", str(src), f"s3://{bucket}/")
+        assert first.count("upload:") == 12
+        second = aws("sync", str(src), f"s3://{bucket}/")
+        assert "upload:" not in second, second
+        down = tmp_path / "down"
+        aws("sync", f"s3://{bucket}/", str(down))
+        for path in src.rglob("*.bin"):
+            assert (down / path.relative_to(src)).read_bytes() == path.read_bytes()
+        assert len([c for c in proxy.counts.values() if c > 0]) == 3, proxy.counts
+    finally:
+        proxy.close()
+
+
+def test_upstream_outage_is_503_and_heals(tmp_path):
+    """Own cluster and gateway: the upstream is stopped under them."""
+    sw = SeaweedCluster(tmp_path / "swfs", filer_args=SEAWEED_AWS_LIKE)
+    sw.start()
+    gw = Gateway(tmp_path / "gw", backend_args=upstream_args(sw))
+    try:
+        gw.start()
+        s3 = gw.client()
+        plain, enc = "plain-b", "enc-b"
+        s3.create_bucket(Bucket=plain)
+        s3.create_bucket(Bucket=enc)
+        s3.put_bucket_encryption(Bucket=enc, ServerSideEncryptionConfiguration=ENCRYPTED)
+        s3.put_object(Bucket=enc, Key="before", Body=b"kept")
+        sw.stop_s3()
+        for bucket in (plain, enc):
+            helpers.expect_error(lambda: s3.put_object(Bucket=bucket, Key="during", Body=b"x"), "ServiceUnavailable", 503)
+            helpers.expect_error(lambda: s3.get_object(Bucket=bucket, Key="before"), "ServiceUnavailable", 503)
+        health = gw.admin_get("/health")
+        assert health.status_code == 503 and health.json()["upstream"] == "unavailable"
+        sw.start_s3()
+        deadline = time.monotonic() + 60
+        while gw.admin_get("/health").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not see the upstream come back"
+            time.sleep(0.5)
+        assert s3.get_object(Bucket=enc, Key="before")["Body"].read() == b"kept"
+        s3.put_object(Bucket=plain, Key="after", Body=b"y")
+        helpers.expect_error(lambda: s3.head_object(Bucket=enc, Key="during"), "404", 404)
+    finally:
+        if gw.is_running():
+            gw.stop()
+        sw.stop()
+
+
+def test_gateway_killed_mid_part_client_retries_elsewhere(fleet):
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(True)
+    upload = a.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    victim = fleet.gateways[1]
+    part = helpers.random_bytes(5 << 20)
+    # A raw, slow upload of part 1 to B, which dies halfway.
+    url = f"{victim.endpoint}/{bucket}/k?partNumber=1&uploadId={requests.utils.quote(upload, safe='')}"
+    headers = victim.signed_headers("PUT", f"/{bucket}/k", query={"partNumber": "1", "uploadId": upload},
+                                    payload_hash="UNSIGNED-PAYLOAD")
+    headers["Content-Length"] = str(len(part))
+
+    def slow_body():
+        yield part[: 1 << 20]
+        time.sleep(1.5)
+        yield part[1 << 20:]
+
+    def send():
+        try:
+            requests.put(url, data=slow_body(), headers=headers, timeout=30)
+        except requests.RequestException:
+            pass
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.7)
+    victim.kill9()
+    sender.join()
+    etag = c.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=part)["ETag"]
+    a.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == part
+    victim.start()
