@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::{KeyPair, Users};
 use crate::crypto::Implementation;
-use crate::crypto::format::{HEADER_LEN, Opener, Sealer, SegmentId, chunk_count};
+use crate::crypto::format::{ChunkSealer, HEADER_LEN, Opener, Sealer, SegmentId, chunk_count};
 use crate::kms::KeyContext;
 use crate::request_guard::RequestGuard;
 

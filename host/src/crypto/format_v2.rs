@@ -138,11 +138,13 @@ pub struct ObjectOpener {
     data_key: Zeroizing<[u8; 32]>,
     stored_size: u64,
     current: Option<(SegmentId, Box<dyn ChunkCipher>)>,
+    /// Part number, index and last flag of the chunk opened before.
+    previous: Option<(u32, u32, bool)>,
 }
 
 impl ObjectOpener {
     pub fn new(implementation: Implementation, data_key: &Zeroizing<[u8; 32]>, stored_size: u64) -> Self {
-        Self { implementation, data_key: data_key.clone(), stored_size, current: None }
+        Self { implementation, data_key: data_key.clone(), stored_size, current: None, previous: None }
     }
 
     /// Opens the chunks held in `stored`, which starts at chunk `first` of
@@ -162,8 +164,10 @@ impl ObjectOpener {
             }
             let head: [u8; HEADER_LEN] = stored[read..read + HEADER_LEN].try_into().expect("header length");
             let object_end = start + (read + chunk_len) as u64 == self.stored_size;
-            let result =
-                self.open_one(&head, object_end, chunk_len, &mut stored[write..read + chunk_len], read - write);
+            let chunk = &mut stored[write..read + chunk_len];
+            let result = self
+                .check_order(&head, index == 0)
+                .and_then(|()| self.open_one(&head, object_end, chunk_len, chunk, read - write));
             if result.is_err() {
                 stored.fill(0);
                 return Err(OpenError::Chunk(index));
@@ -174,6 +178,22 @@ impl ObjectOpener {
         }
         stored.truncate(write);
         Ok(stored.freeze())
+    }
+
+    /// Chunks follow each other: the next index of the same part, or index
+    /// 0 of a later part after the last chunk of one. (A read that starts
+    /// mid-object cannot check where its first chunk belongs; a whole read
+    /// checks every position.)
+    fn check_order(&mut self, head: &[u8; HEADER_LEN], first_of_object: bool) -> Result<(), OpenError> {
+        let part = u32::from_be_bytes(head[2..6].try_into().expect("4 bytes"));
+        let index = u32::from_be_bytes(head[6..10].try_into().expect("4 bytes"));
+        let last = head[1] == LAST_OF_PART;
+        let follows = match self.previous {
+            None => !first_of_object || index == 0,
+            Some((p, i, l)) => (p == part && !l && index == i.wrapping_add(1)) || (l && part > p && index == 0),
+        };
+        self.previous = Some((part, index, last));
+        if follows { Ok(()) } else { Err(OpenError::Chunk(0)) }
     }
 
     /// Opens one chunk lying at `shift + …` of `buf` into the start of `buf`.
