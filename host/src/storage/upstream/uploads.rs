@@ -34,7 +34,7 @@ fn index_key(bucket: &str, client_id: &str) -> String {
 }
 
 /// The client id an index key holds.
-fn id_of_index_key<'a>(prefix: &str, key: &'a str) -> Option<String> {
+fn id_of_index_key(prefix: &str, key: &str) -> Option<String> {
     key.strip_prefix(prefix).map(|rest| rest.replace('/', ""))
 }
 
