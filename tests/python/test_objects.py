@@ -5,6 +5,7 @@ import gzip
 
 import pytest
 
+from conftest import SEAWEEDFS_MANGLES
 from helpers import (
     MiB,
     all_keys,
@@ -117,8 +118,9 @@ def test_delete_objects_quiet(s3, bucket):
 
 @pytest.mark.parametrize(
     "key",
-    ["../../etc/passwd", "a//b", "a/./b", "./x", "../x", "//leading", "trailing/", "sp ace+plus%25",
-     "ünïcødé/ключ", "日本語", "q?uery#hash&amp=1"],
+    [*(pytest.param(k, marks=SEAWEEDFS_MANGLES) for k in
+       ["../../etc/passwd", "a//b", "a/./b", "./x", "../x", "//leading", "trailing/"]),
+     "sp ace+plus%25", "ünïcødé/ключ", "日本語", "q?uery#hash&amp=1"],
 )
 def test_odd_keys_stored_exactly(s3, bucket, key):
     data = key.encode() * 3
@@ -129,6 +131,7 @@ def test_odd_keys_stored_exactly(s3, bucket, key):
     assert all_keys(s3, bucket) == []
 
 
+@SEAWEEDFS_MANGLES
 def test_key_length_limit(s3, bucket):
     ok_key = "k" * 1024
     put(s3, bucket, ok_key, b"long")

@@ -66,7 +66,8 @@ impl BodyClaims {
             .or_else(|| header("x-amz-checksum-algorithm"))
             .map(|a| a.to_ascii_uppercase());
         Self {
-            content_length: None,
+            // aws-chunked bodies announce their decoded length here.
+            content_length: header("x-amz-decoded-content-length").and_then(|v| v.parse().ok()),
             content_md5: header("content-md5"),
             checksums,
             algorithm,

@@ -37,6 +37,14 @@ pub fn storage_error(e: StorageError) -> S3Error {
             S3ErrorCode::NotImplemented,
             format!("Not supported with this storage backend: {what}"),
         ),
+        StorageError::Refused { status, code, message } => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InvalidRequest),
+                message,
+            );
+            e.set_status_code(hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST));
+            e
+        }
         StorageError::LengthRequired => {
             let mut e = S3Error::with_message(
                 S3ErrorCode::MissingContentLength,

@@ -82,7 +82,7 @@ impl Gateway {
         let allowed = self.consult(ask).await?;
 
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
-        claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
+        claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok()).or(claims.content_length);
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
         let target = WriteTarget {

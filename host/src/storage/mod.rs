@@ -57,6 +57,10 @@ pub enum StorageError {
     /// be a whole number of 64 KiB chunks (see docs/scale-out.md).
     #[error("a part other than the last is not a multiple of 64 KiB")]
     UnalignedPart,
+    /// The upstream refused the request as invalid (a key it cannot
+    /// store, say); its S3 error code and status go to the client.
+    #[error("upstream refused the request: {code} ({status})")]
+    Refused { status: u16, code: String, message: String },
     /// The backend must know a body's length before it starts storing it.
     #[error("the request body has no announced length")]
     LengthRequired,

@@ -101,6 +101,16 @@ impl From<Failure> for StorageError {
             StorageError::BucketNotEmpty
         } else if f.unavailable() {
             StorageError::Unavailable(f.message)
+        } else if let (Some(status @ 400..=499), Some(code)) = (f.status, f.code.clone())
+            && ![401, 403, 404, 409, 412].contains(&status)
+        {
+            // Not the gateway's fault nor the upstream's: the request itself
+            // (typically a key this upstream cannot store).
+            StorageError::Refused {
+                status,
+                code,
+                message: format!("The storage behind this gateway refused the request: {}", f.message),
+            }
         } else {
             StorageError::Io(std::io::Error::other(format!("upstream: {}", f.message)))
         }
