@@ -187,6 +187,16 @@ def test_multipart_steps_on_different_gateways(fleet, encrypted):
     helpers.expect_error(lambda: b.list_parts(Bucket=bucket, Key="gone", UploadId=other), "NoSuchUpload", 404)
 
 
+def test_the_sealed_metadata_name_is_reserved_in_plain_buckets(fleet):
+    a, b, _ = fleet.clients
+    bucket = fleet.bucket(False)
+    helpers.expect_error(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x", Metadata={"sg": "AgAA"}),
+                         "InvalidArgument", 400)
+    helpers.expect_error(lambda: b.create_multipart_upload(Bucket=bucket, Key="k", Metadata={"SG": "x"}),
+                         "InvalidArgument", 400)
+    helpers.expect_error(lambda: a.head_object(Bucket=bucket, Key="k"), "404", 404)
+
+
 def test_upload_ids_cannot_be_forged_or_moved(fleet):
     a, b, _ = fleet.clients
     bucket = fleet.bucket(True)

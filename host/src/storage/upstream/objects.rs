@@ -67,6 +67,7 @@ impl UpstreamStorage {
         let Some(stored_len) = target.stored_len else {
             return Err(StorageError::LengthRequired);
         };
+        check_reserved(&target.metadata)?;
         self.note_form(&target.bucket, matches!(target.metadata, StoredMetadata::Sealed { .. })).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let (release, released) = oneshot::channel::<bool>();
@@ -391,6 +392,19 @@ async fn feed_all_but_last(
 pub(super) struct UpstreamHeaders {
     content: ContentHeaders,
     user: HashMap<String, String>,
+}
+
+/// A plain object may not carry the name sealed metadata lives under: read
+/// back, it would pass for a sealed object.
+pub(super) fn check_reserved(metadata: &StoredMetadata) -> Result<(), StorageError> {
+    match metadata {
+        StoredMetadata::Plain(m) if m.user.contains_key(SEALED_METADATA) => Err(StorageError::Refused {
+            status: 400,
+            code: "InvalidArgument".into(),
+            message: format!("x-amz-meta-{SEALED_METADATA} is reserved by this gateway"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl UpstreamHeaders {

@@ -52,6 +52,7 @@ impl UpstreamStorage {
             Some(blob) => StoredMetadata::Sealed { blob: blob.clone(), clear: upload.metadata.clone() },
             None => StoredMetadata::Plain(upload.metadata.clone()),
         };
+        super::objects::check_reserved(&metadata)?;
         let bucket = self.get_bucket(&upload.bucket).await?.ok_or(StorageError::NoSuchBucket)?;
         self.note_form(&bucket, upload.sealing.is_some()).await?;
         self.metrics.upstream_request("CreateMultipartUpload");
