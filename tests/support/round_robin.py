@@ -10,6 +10,8 @@ import itertools
 import socket
 import threading
 
+from tcp_proxy import pipe
+
 
 class RoundRobin:
     def __init__(self, targets: list[int]):
@@ -51,22 +53,6 @@ class RoundRobin:
             client.close()
             return
         upstream.settimeout(None)
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-        _pump(client, upstream)
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
 
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(256 * 1024)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass

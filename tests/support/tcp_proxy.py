@@ -113,16 +113,22 @@ class TcpProxy:
                 threading.Thread(target=self._pipe, args=(a, b, slow), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if slow and self.delay:
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        pipe(src, dst, (lambda: self.delay) if slow else (lambda: 0.0))
+
+
+def pipe(src: socket.socket, dst: socket.socket, delay=lambda: 0.0) -> None:
+    """Copies `src` to `dst` until either side closes (waiting `delay()`
+    seconds before each piece), then shuts both down."""
+    try:
+        while data := src.recv(65536):
+            if wait := delay():
+                time.sleep(wait)
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

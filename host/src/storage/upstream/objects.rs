@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
 
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream as SdkStream, DateTime, DateTimeFormat};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -389,6 +391,22 @@ async fn feed_all_but_last(
 
 /// How an object's metadata travels upstream: a sealed object's as one
 /// opaque value and a neutral content type, a plain one's as sent.
+/// Sets content headers and user metadata on a PutObject or
+/// CreateMultipartUpload builder (the same setters on two types).
+macro_rules! with_headers {
+    ($builder:expr, $headers:expr) => {{
+        let UpstreamHeaders { content: c, user } = $headers;
+        $builder
+            .set_content_type(c.content_type)
+            .set_content_encoding(c.content_encoding)
+            .set_content_disposition(c.content_disposition)
+            .set_content_language(c.content_language)
+            .set_cache_control(c.cache_control)
+            .set_expires(c.expires.as_deref().and_then(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).ok()))
+            .set_metadata((!user.is_empty()).then_some(user))
+    }};
+}
+
 pub(super) struct UpstreamHeaders {
     content: ContentHeaders,
     user: HashMap<String, String>,
@@ -420,33 +438,12 @@ impl UpstreamHeaders {
         }
     }
 
-    fn apply_put(
-        self,
-        put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
-    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
-        let c = self.content;
-        put.set_content_type(c.content_type)
-            .set_content_encoding(c.content_encoding)
-            .set_content_disposition(c.content_disposition)
-            .set_content_language(c.content_language)
-            .set_cache_control(c.cache_control)
-            .set_expires(c.expires.as_deref().and_then(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).ok()))
-            .set_metadata((!self.user.is_empty()).then_some(self.user))
+    fn apply_put(self, put: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+        with_headers!(put, self)
     }
 
-    pub(super) fn apply_create(
-        self,
-        create: aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
-    ) -> aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder {
-        let c = self.content;
-        create
-            .set_content_type(c.content_type)
-            .set_content_encoding(c.content_encoding)
-            .set_content_disposition(c.content_disposition)
-            .set_content_language(c.content_language)
-            .set_cache_control(c.cache_control)
-            .set_expires(c.expires.as_deref().and_then(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).ok()))
-            .set_metadata((!self.user.is_empty()).then_some(self.user))
+    pub(super) fn apply_create(self, create: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
+        with_headers!(create, self)
     }
 }
 

@@ -120,29 +120,7 @@ impl UpstreamStorage {
 
     /// Every bucket record: one listing page per 1000 buckets plus one read each.
     pub(super) async fn all_records(&self) -> Result<Vec<BucketRecord>, StorageError> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            self.metrics.upstream_request("ListObjectsV2");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.state_bucket)
-                .prefix("buckets/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
-            for object in page.contents() {
-                if let Some(name) = object.key().and_then(|k| k.strip_prefix("buckets/")) {
-                    names.push(name.to_owned());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let names = self.state_keys("buckets/").await?;
         let mut records = Vec::with_capacity(names.len());
         for name in names {
             if let Some((record, _)) = self.read_record(&name).await? {
@@ -150,5 +128,28 @@ impl UpstreamStorage {
             }
         }
         Ok(records)
+    }
+
+    /// The keys under `prefix` in the state bucket, without the prefix.
+    pub(super) async fn state_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            self.metrics.upstream_request("ListObjectsV2");
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.state_bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key()?.strip_prefix(prefix)).map(str::to_owned));
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(keys);
+            }
+        }
     }
 }

@@ -33,11 +33,6 @@ fn index_key(bucket: &str, client_id: &str) -> String {
     key
 }
 
-/// The client id an index key holds.
-fn id_of_index_key(prefix: &str, key: &str) -> Option<String> {
-    key.strip_prefix(prefix).map(|rest| rest.replace('/', ""))
-}
-
 /// Parts by number, then time. SeaweedFS lists every upload of a re-sent
 /// part (to the second); the caller picks among them (see `s3::multipart`).
 fn by_number_then_time(mut parts: Vec<PartRecord>) -> Vec<PartRecord> {
@@ -205,32 +200,14 @@ impl UpstreamStorage {
     /// The bucket's pending uploads: the upstream's, joined with the index
     /// that holds their client ids.
     pub(super) async fn uploads_of(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError> {
-        let mut client_ids = std::collections::HashMap::new();
         let prefix = index_key(bucket, "");
-        let mut token = None;
-        loop {
-            self.metrics.upstream_request("ListObjectsV2");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.state_bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
-            for entry in page.contents() {
-                if let Some(id) = entry.key().and_then(|k| id_of_index_key(&prefix, k))
-                    && let Some(upstream) = upstream_part(&id)
-                {
-                    client_ids.insert(upstream.to_owned(), id.clone());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let client_ids: std::collections::HashMap<String, String> = self
+            .state_keys(&prefix)
+            .await?
+            .into_iter()
+            .map(|segments| segments.replace('/', ""))
+            .filter_map(|id| Some((upstream_part(&id)?.to_owned(), id)))
+            .collect();
         let mut uploads = Vec::new();
         let (mut key_marker, mut id_marker) = (None, None);
         loop {
