@@ -5,6 +5,7 @@
 mod gateway;
 mod kms_servers;
 mod micro;
+mod scale_out;
 
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,10 @@ async fn main() -> Result<()> {
     if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "kms") {
         return kms_backends(seconds, rounds).await;
     }
+    // SEALGATE_BENCH_ONLY=scale-out: just the upstream (SeaweedFS) table.
+    if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "scale-out") {
+        return scale_out::table(rounds, seconds, quick).await;
+    }
 
     micro::bulk_cipher();
     micro::policy().await?;
@@ -159,7 +164,7 @@ async fn main() -> Result<()> {
 
     kms_backends(seconds, rounds).await?;
     gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await?;
-    Ok(())
+    scale_out::table(rounds, seconds, quick).await
 }
 
 /// 4 KiB ops on an encrypted bucket with each KMS backend (bucket keys

@@ -324,7 +324,19 @@ class SeaweedCluster:
         raise TimeoutError(f"SeaweedFS never accepted a signed write: {last!r}")
 
 
-if __name__ == "__main__":  # smoke test: python3 tests/support/seaweed.py
+def serve() -> None:
+    """`--serve`: start an AWS-like cluster, print its endpoint and keys as
+    one JSON line, stop when stdin closes (the benchmark drives it so)."""
+    with tempfile.TemporaryDirectory() as d, SeaweedCluster(
+            Path(d), filer_args=["-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false"]) as sw:
+        print(json.dumps({"endpoint": sw.s3_endpoint, "access_key": sw.access_key,
+                          "secret_key": sw.secret_key}), flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    serve()
+elif __name__ == "__main__":  # smoke test: python3 tests/support/seaweed.py
     with tempfile.TemporaryDirectory() as d, SeaweedCluster(Path(d)) as sw:
         print(f"ready at {sw.s3_endpoint} in {sw.started_in:.1f}s")
         t = time.monotonic()
