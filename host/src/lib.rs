@@ -5,7 +5,9 @@
 //! (checks s3s has no hook for) → `auth` (who is calling) → `s3` (one S3
 //! concern per file) → `policy` (the rules, a sandboxed WebAssembly guest)
 //! → `kms` (the customer's keys; `kms::bucket_keys` the key hierarchy) →
-//! `crypto` (sealed chunks) → `storage` (objects on disk). `admin` is the
+//! `crypto` (sealed chunks: `format` on disk, `format_v2` upstream) →
+//! `storage` (`storage::local` on this machine's disk, `storage::upstream`
+//! in an S3 cluster shared by many gateways). `admin` is the
 //! operator's port (with `rotation`, key rotation), `config` the settings,
 //! `metrics` what it counts, `fuzzing` the fuzz targets' entry points.
 
