@@ -399,6 +399,25 @@ def test_upstream_outage_is_503_and_heals(tmp_path):
         sw.stop()
 
 
+def test_a_client_gone_mid_body_leaves_nothing_upstream(fleet):
+    a = fleet.clients[0]
+    gw = fleet.gateways[0]
+    bucket = fleet.bucket(True)
+    path = f"/{bucket}/half"
+    headers = gw.signed_headers("PUT", path, payload_hash="UNSIGNED-PAYLOAD")
+    headers["Content-Length"] = str(1 << 20)
+    sock = gw.raw_socket()
+    sock.sendall(helpers.raw_request_head("PUT", path, headers))
+    sock.sendall(marked(300 << 10))
+    time.sleep(0.5)
+    sock.close()
+    time.sleep(1.0)
+    helpers.expect_error(lambda: a.head_object(Bucket=bucket, Key="half"), "404", 404)
+    helpers.expect_error(lambda: fleet.upstream().head_object(Bucket=bucket, Key="half"), "404", 404)
+    a.put_object(Bucket=bucket, Key="half", Body=b"whole")
+    assert fleet.clients[1].get_object(Bucket=bucket, Key="half")["Body"].read() == b"whole"
+
+
 def test_gateway_killed_mid_part_client_retries_elsewhere(fleet):
     a, b, c = fleet.clients
     bucket = fleet.bucket(True)

@@ -88,6 +88,10 @@ impl UpstreamStorage {
             let held = match feed_all_but_last(&mut body, &tx, stored_len).await {
                 Ok(held) => held,
                 Err(e) => {
+                    // An error, not just an early end, so the upload is
+                    // aborted at once whatever the HTTP client does with a
+                    // body shorter than announced.
+                    let _ = tx.try_send(Err(std::io::Error::other("request body failed")));
                     drop(tx);
                     // The upstream's own refusal says more than a closed channel.
                     return Err(match answer.await {
