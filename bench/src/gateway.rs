@@ -22,6 +22,22 @@ pub fn free_port() -> u16 {
 }
 
 /// Prometheus text, for reading a few sums.
+/// The benchmark's S3 client for `endpoint`: path style, and no
+/// client-side checksums (measure the server, not the client's own CRC32
+/// of every body).
+pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    let creds = aws_credential_types::Credentials::from_keys(access_key, secret_key, None);
+    let config = aws_sdk_s3::Config::builder()
+        .endpoint_url(endpoint)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 pub struct Metrics(String);
 
 impl Metrics {
@@ -66,17 +82,7 @@ impl Gateway {
     }
 
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_credential_types::Credentials::from_keys("BENCH", "bench-secret-key", None);
-        let config = aws_sdk_s3::Config::builder()
-            .endpoint_url(format!("http://{}", self.s3))
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .force_path_style(true)
-            // Measure the gateway, not the client's own CRC32 of every body.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        s3_client(&format!("http://{}", self.s3), "BENCH", "bench-secret-key")
     }
 
     pub async fn create_buckets(&self, s3: &aws_sdk_s3::Client) -> Result<()> {

@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::gateway::Gateway;
@@ -43,16 +42,7 @@ impl Cluster {
     }
 
     fn client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_credential_types::Credentials::from_keys(&self.access_key, &self.secret_key, None);
-        let config = aws_sdk_s3::Config::builder()
-            .endpoint_url(&self.endpoint)
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        crate::gateway::s3_client(&self.endpoint, &self.access_key, &self.secret_key)
     }
 }
 

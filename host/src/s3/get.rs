@@ -223,12 +223,25 @@ fn read_sealed(
         reader.read_exact(&mut version).map_err(read_failed)?;
         Opener::check_version(version[0]).map_err(|e| ReadError::Open(e.to_string()))?;
     }
+    send_in_batches(chunks, &local, tx, |batch| {
+        let stored_batch = read_buffer(&mut reader, batch.clone().map(|i| opener.stored_chunk_len(i)).sum())?;
+        opener.open_chunks(batch, stored_batch).map_err(|e| ReadError::Open(e.to_string()))
+    })
+}
+
+/// Opens `chunks` (64 KiB of plaintext each, either format) a batch at a
+/// time with `open_batch` and sends the slice of each batch that `local`
+/// wants.
+fn send_in_batches(
+    chunks: Range<u64>,
+    local: &Range<u64>,
+    tx: &Sender,
+    mut open_batch: impl FnMut(Range<u64>) -> Result<Bytes, ReadError>,
+) -> Result<(), ReadError> {
     let mut index = chunks.start;
     while index < chunks.end {
         let batch = index..chunks.end.min(index + SEALED_READ_BATCH);
-        let stored_batch = read_buffer(&mut reader, batch.clone().map(|i| opener.stored_chunk_len(i)).sum())?;
-        let plain = opener.open_chunks(batch.clone(), stored_batch).map_err(|e| ReadError::Open(e.to_string()))?;
-        // The slice of these chunks' plaintext that the range wants.
+        let plain = open_batch(batch.clone())?;
         let batch_start = batch.start * format::CHUNK_LEN;
         let from = local.start.saturating_sub(batch_start) as usize;
         let to = ((local.end - batch_start) as usize).min(plain.len());
@@ -257,21 +270,11 @@ fn read_sealed_v2(
     let stored = format_v2::stored_range(stored_size, &chunks);
     let mut reader = storage.read_data(&part.segment, stored.clone()).map_err(|e| ReadError::Storage(e.to_string()))?;
     let mut opener = format_v2::ObjectOpener::new(Implementation::DEFAULT, key, stored_size);
-    let mut index = chunks.start;
-    while index < chunks.end {
-        let batch = index..chunks.end.min(index + SEALED_READ_BATCH);
+    send_in_batches(chunks, &local, tx, |batch| {
         let batch_stored = format_v2::stored_range(stored_size, &batch);
         let buf = read_buffer(&mut reader, (batch_stored.end - batch_stored.start) as usize)?;
-        let plain = opener.open_chunks(batch.start, buf).map_err(|e| ReadError::Open(e.to_string()))?;
-        let batch_start = batch.start * format_v2::CHUNK_LEN;
-        let from = local.start.saturating_sub(batch_start) as usize;
-        let to = ((local.end - batch_start) as usize).min(plain.len());
-        if from < to {
-            send(tx, plain.slice(from..to))?;
-        }
-        index = batch.end;
-    }
-    Ok(())
+        opener.open_chunks(batch.start, buf).map_err(|e| ReadError::Open(e.to_string()))
+    })
 }
 
 /// The response fields GET and HEAD share.
