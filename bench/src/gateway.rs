@@ -21,23 +21,38 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Prometheus text, for reading a few sums.
 /// The benchmark's S3 client for `endpoint`: path style, and no
 /// client-side checksums (measure the server, not the client's own CRC32
 /// of every body).
 pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    client_with_checksums(endpoint, access_key, secret_key, RequestChecksumCalculation::WhenRequired)
+}
+
+/// An S3 client as an application gets it by default: path style, and the
+/// SDK's own CRC32 of every body sent as an aws-chunked trailer.
+pub fn s3_client_sdk_defaults(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    client_with_checksums(endpoint, access_key, secret_key, RequestChecksumCalculation::WhenSupported)
+}
+
+fn client_with_checksums(
+    endpoint: &str,
+    access_key: &str,
+    secret_key: &str,
+    checksums: RequestChecksumCalculation,
+) -> aws_sdk_s3::Client {
     let creds = aws_credential_types::Credentials::from_keys(access_key, secret_key, None);
     let config = aws_sdk_s3::Config::builder()
         .endpoint_url(endpoint)
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .credentials_provider(creds)
         .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .request_checksum_calculation(checksums)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// Prometheus text, for reading a few sums.
 pub struct Metrics(String);
 
 impl Metrics {
@@ -82,7 +97,16 @@ impl Gateway {
     }
 
     pub fn client(&self) -> aws_sdk_s3::Client {
-        s3_client(&format!("http://{}", self.s3), "BENCH", "bench-secret-key")
+        s3_client(&self.endpoint(), "BENCH", "bench-secret-key")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.s3)
+    }
+
+    /// `--user` and `--aws-sigv4` arguments that let curl sign for this gateway.
+    pub fn curl_auth() -> [&'static str; 4] {
+        ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "BENCH:bench-secret-key"]
     }
 
     pub async fn create_buckets(&self, s3: &aws_sdk_s3::Client) -> Result<()> {
@@ -126,22 +150,26 @@ impl Drop for Gateway {
     }
 }
 
+/// A temporary file of `mib` MiB of the benchmark's pattern.
+pub fn pattern_file(mib: usize) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let file = tempfile::NamedTempFile::new()?;
+    let mut w = std::io::BufWriter::new(file.reopen()?);
+    let block = super::pattern(super::MIB);
+    for _ in 0..mib {
+        w.write_all(&block)?;
+    }
+    w.flush()?;
+    Ok(file)
+}
+
 /// Peak RSS of a fresh gateway while a `mib` MiB object is uploaded to and
 /// downloaded from an encrypted bucket, streamed from and to disk.
 pub async fn peak_rss_of_a_large_sealed_object(mib: usize) -> Result<()> {
     let gw = Gateway::start(&[])?;
     let s3 = gw.client();
     gw.create_buckets(&s3).await?;
-    let file = tempfile::NamedTempFile::new()?;
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(file.reopen()?);
-        let block = super::pattern(super::MIB);
-        for _ in 0..mib {
-            w.write_all(&block)?;
-        }
-        w.flush()?;
-    }
+    let file = pattern_file(mib)?;
     let started = Instant::now();
     s3.put_object().bucket("sealed").key("large").body(ByteStream::from_path(file.path()).await?).send().await?;
     let put = started.elapsed();

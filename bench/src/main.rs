@@ -5,6 +5,7 @@
 mod gateway;
 mod kms_servers;
 mod micro;
+mod put_pipeline;
 mod scale_out;
 
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use gateway::Gateway;
 
-const MIB: usize = 1 << 20;
+pub(crate) const MIB: usize = 1 << 20;
 
 fn pattern(len: usize) -> Bytes {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -29,11 +30,11 @@ fn pattern(len: usize) -> Bytes {
     Bytes::from(out)
 }
 
-fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
+pub(crate) fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -69,7 +70,13 @@ async fn throughput(s3: &aws_sdk_s3::Client, bucket: &str, size: usize, rounds: 
 }
 
 /// Operations per second of 4 KiB PUTs (or GETs) with `clients` concurrent clients.
-async fn small_ops(s3: &aws_sdk_s3::Client, bucket: &str, clients: usize, seconds: u64, get: bool) -> Result<f64> {
+pub(crate) async fn small_ops(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    clients: usize,
+    seconds: u64,
+    get: bool,
+) -> Result<f64> {
     let body = pattern(4096);
     if get {
         for c in 0..clients {
@@ -122,6 +129,11 @@ async fn main() -> Result<()> {
     if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "kms") {
         return kms_backends(seconds, rounds).await;
     }
+    // SEALGATE_BENCH_ONLY=put: single-stream PUT against the MD5 ceiling.
+    if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "put") {
+        put_pipeline::table(rounds + 2, seconds).await?;
+        return gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await;
+    }
     // SEALGATE_BENCH_ONLY=scale-out: just the upstream (SeaweedFS) table.
     if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "scale-out") {
         return scale_out::table(rounds, seconds, quick).await;
@@ -162,6 +174,7 @@ async fn main() -> Result<()> {
     println!("gateway peak RSS after these runs: {} MiB", gw.peak_rss_mib()?);
     drop(gw);
 
+    put_pipeline::table(rounds + 2, seconds).await?;
     kms_backends(seconds, rounds).await?;
     gateway::peak_rss_of_a_large_sealed_object(if quick { 512 } else { 2048 }).await?;
     scale_out::table(rounds, seconds, quick).await

@@ -9,10 +9,12 @@
 //! `storage` (`storage::local` on this machine's disk, `storage::upstream`
 //! in an S3 cluster shared by many gateways). `admin` is the
 //! operator's port (with `rotation`, key rotation), `config` the settings,
-//! `metrics` what it counts, `fuzzing` the fuzz targets' entry points.
+//! `metrics` what it counts, `fuzzing` the fuzz targets' entry points,
+//! `allocator` the allocator's tuning for streaming bodies.
 
 pub mod admin;
 pub mod admin_client;
+pub mod allocator;
 pub mod auth;
 pub mod config;
 pub mod crypto;

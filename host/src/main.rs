@@ -1,6 +1,6 @@
 //! The `sealgate` command line: `serve`, and `policy load` for operators.
 
-use sealgate::{admin_client, config, server};
+use sealgate::{admin_client, allocator, config, server};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -94,6 +94,7 @@ fn init_logging(format: &str) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    allocator::tune_for_streaming();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.command {

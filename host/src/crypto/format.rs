@@ -128,48 +128,90 @@ pub trait ChunkSealer: Send + Sync {
     fn finish(&mut self, out: &mut VecDeque<Bytes>);
 }
 
+/// Gathers plaintext into chunk buffers that already have room for what
+/// sealing adds (`header_len` bytes before, the tag after), so that a chunk
+/// is sealed in place and leaves as one buffer: one copy of the plaintext,
+/// one allocation per chunk.
+pub struct ChunkBuilder {
+    header_len: usize,
+    building: BytesMut,
+}
+
+impl ChunkBuilder {
+    pub fn new(header_len: usize) -> Self {
+        Self { header_len, building: BytesMut::new() }
+    }
+
+    /// Takes from `data` what fits into the chunk being built. Returns that
+    /// chunk (header room, plaintext) once it is full and more plaintext
+    /// follows it, i.e. once it is known not to be the last.
+    pub fn next_full(&mut self, data: &mut &[u8]) -> Option<BytesMut> {
+        let full = self.header_len + CHUNK_LEN as usize;
+        while !data.is_empty() {
+            if self.building.capacity() == 0 {
+                self.building = BytesMut::with_capacity(full + TAG_LEN);
+                self.building.resize(self.header_len, 0);
+            }
+            if self.building.len() == full {
+                return Some(std::mem::take(&mut self.building));
+            }
+            let take = (full - self.building.len()).min(data.len());
+            self.building.extend_from_slice(&data[..take]);
+            *data = &data[take..];
+        }
+        None
+    }
+
+    /// The last chunk (possibly empty of plaintext).
+    pub fn take_last(&mut self) -> BytesMut {
+        if self.building.capacity() == 0 {
+            self.building = BytesMut::with_capacity(self.header_len + TAG_LEN);
+            self.building.resize(self.header_len, 0);
+        }
+        std::mem::take(&mut self.building)
+    }
+}
+
 /// Seals a plaintext stream chunk by chunk. A full chunk is only sealed
 /// once more data follows it, because the last chunk is marked as such.
 pub struct Sealer {
     cipher: Box<dyn ChunkCipher>,
     id: SegmentId,
     index: u64,
-    pending: BytesMut,
+    chunks: ChunkBuilder,
     started: bool,
 }
 
 impl Sealer {
     pub fn new(implementation: Implementation, data_key: &Zeroizing<[u8; 32]>, id: SegmentId) -> Self {
         let cipher = new_cipher(implementation, &segment_key(data_key, &id));
-        Self { cipher, id, index: 0, pending: BytesMut::new(), started: false }
+        Self { cipher, id, index: 0, chunks: ChunkBuilder::new(0), started: false }
     }
 
-    /// Seals `chunk` in place and queues it and its tag.
+    /// Seals `chunk` in place, appends its tag and queues it.
     fn seal_chunk(&mut self, mut chunk: BytesMut, last: bool, out: &mut VecDeque<Bytes>) {
         let tag = self.cipher.seal(nonce(self.index, last), &aad(&self.id, self.index, last), &mut chunk);
         self.index += 1;
+        chunk.extend_from_slice(&tag);
         out.push_back(chunk.freeze());
-        out.push_back(Bytes::copy_from_slice(&tag));
     }
 }
 
 impl ChunkSealer for Sealer {
-    fn push(&mut self, data: &[u8], out: &mut VecDeque<Bytes>) {
+    fn push(&mut self, mut data: &[u8], out: &mut VecDeque<Bytes>) {
         if !self.started {
             self.started = true;
             out.push_back(Bytes::from_static(&[FORMAT_VERSION]));
         }
-        self.pending.extend_from_slice(data);
-        while self.pending.len() as u64 > CHUNK_LEN {
-            let chunk = self.pending.split_to(CHUNK_LEN as usize);
+        while let Some(chunk) = self.chunks.next_full(&mut data) {
             self.seal_chunk(chunk, false, out);
         }
     }
 
     fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         self.push(&[], out);
-        let rest = self.pending.split();
-        self.seal_chunk(rest, true, out);
+        let last = self.chunks.take_last();
+        self.seal_chunk(last, true, out);
     }
 }
 

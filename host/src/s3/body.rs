@@ -2,16 +2,12 @@
 //! it for the ETag and the `x-amz-checksum-*` values, and checking every
 //! digest the client sent (header or trailer) before anything is committed.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::Stream;
 use hyper::HeaderMap;
+use md5::{Digest as _, Md5};
 use s3s::checksum::ChecksumHasher;
-use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
+use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, TrailingHeaders, s3_error};
 
@@ -144,10 +140,7 @@ pub async fn ingest(
     {
         return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size."));
     }
-    let wanted = wanted_algorithms(&claims);
-    let result = Arc::new(Mutex::new(None));
-    let digesting = DigestingStream::new(body.unwrap_or_else(empty_blob), &wanted, claims.max_size, result.clone());
-    let (plaintext, hashing) = hash_in_own_task(digesting);
+    let (plaintext, receiving) = receive(body.unwrap_or_else(empty_blob), &claims);
     let sealed_format = storage.sealed_format();
     target.stored_len = claims.content_length.map(|len| match (&seal, sealed_format) {
         (None, _) => len,
@@ -168,40 +161,77 @@ pub async fn ingest(
     };
     let written = storage.write_data(&target, stream).await;
     if written.is_err() {
-        hashing.abort();
+        receiving.abort();
     }
     let staged = written.map_err(body_error)?;
     // Done with the body before the response can go out.
-    let _ = hashing.await;
-    let digest = result.lock().expect("digest lock").take().ok_or_else(|| s3_error!(IncompleteBody))?;
+    let digest = receiving.await.ok().flatten().ok_or_else(|| s3_error!(IncompleteBody))?;
     check_claims(&digest, &claims)?;
     Ok(Ingested { staged, digest, seal })
 }
 
-/// Chunks in flight between the hashing task and the sealing/writing one.
+/// Chunks in flight between the receiving task and the sealing/writing one.
 const PIPELINE_DEPTH: usize = 8;
 
-/// Runs the body's receiving and hashing (MD5 costs more than AES-GCM here)
-/// in a task of its own, so that it proceeds on one core while sealing and
-/// writing proceed on another, instead of adding up. The returned handle
-/// finishes once the task has let go of the request body.
-fn hash_in_own_task(
-    mut digesting: DigestingStream,
-) -> (ReceiverStream<Result<Bytes, std::io::Error>>, tokio::task::JoinHandle<()>) {
+/// Bodies up to this size are hashed inline: a thread hand-off per chunk
+/// would cost more than the hashing.
+const INLINE_HASHING_LIMIT: u64 = 256 << 10;
+
+/// Receives the body in a task of its own: counts it, enforces the size
+/// limit and hands each chunk both downstream (sealing and writing) and to
+/// the digests, which run on threads of their own. MD5 costs more per byte
+/// than everything else a PUT does, so it must run beside receiving,
+/// sealing and writing instead of adding up with them. The returned handle
+/// gives the digest once the body ended cleanly, after the task let go of
+/// the request body.
+fn receive(
+    mut body: StreamingBlob,
+    claims: &BodyClaims,
+) -> (ReceiverStream<Result<Bytes, std::io::Error>>, tokio::task::JoinHandle<Option<BodyDigest>>) {
+    let inline = claims.content_length.is_some_and(|len| len <= INLINE_HASHING_LIMIT);
+    let mut md5 = Digester::start(Md5::new(), inline, |h, chunk| h.update(chunk), |h| h.finalize().into());
+    let wanted = wanted_algorithms(claims);
+    let mut checksums = (!wanted.is_empty())
+        .then(|| Digester::start(checksum_hasher(&wanted), inline, |h, chunk| h.update(chunk), finish_checksums));
+    let max_size = claims.max_size;
     let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
     let task = tokio::spawn(async move {
-        while let Some(item) = futures::StreamExt::next(&mut digesting).await {
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
+        let mut size = 0u64;
+        let complete = loop {
+            let chunk = match futures::StreamExt::next(&mut body).await {
+                None => break true,
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(into_io_error(e))).await;
+                    break false;
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            size += chunk.len() as u64;
+            if size > max_size {
+                let too_large = s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size.");
+                let _ = tx.send(Err(std::io::Error::other(too_large))).await;
+                break false;
             }
-        }
+            md5.feed(&chunk).await;
+            if let Some(checksums) = &mut checksums {
+                checksums.feed(&chunk).await;
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                break false;
+            }
+        };
         // The request body goes before the end of the stream is signalled,
         // so the response is never sent while this task still holds it.
         // Without this ordering aws-cli's concurrent uploads lost responses
         // in 4 of 5 full test runs; with it, in none of the 4 runs since.
-        drop(digesting);
+        drop(body);
         drop(tx);
+        let md5 = md5.finish().await?;
+        let checksums = match checksums {
+            Some(checksums) => checksums.finish().await?,
+            None => Checksums::default(),
+        };
+        complete.then_some(BodyDigest { size, md5, checksums })
     });
     (ReceiverStream::new(rx), task)
 }
@@ -292,75 +322,74 @@ fn check_claims(digest: &BodyDigest, claims: &BodyClaims) -> S3Result<()> {
     Ok(())
 }
 
-/// Counts, hashes and size-limits a body as it streams by; publishes the
-/// digest once the body has ended cleanly.
-struct DigestingStream {
-    inner: StreamingBlob,
-    md5: Option<Md5>,
-    checksums: Option<ChecksumHasher>,
-    size: u64,
-    max_size: u64,
-    result: Arc<Mutex<Option<BodyDigest>>>,
+/// Chunks queued for a digest thread.
+const DIGEST_DEPTH: usize = 16;
+
+/// A running digest of the body: computed inline for small bodies, on a
+/// blocking thread of its own otherwise (fed with reference-counted
+/// chunks, no copies).
+enum Digester<H, T> {
+    Inline { state: H, update: fn(&mut H, &[u8]), finish: fn(H) -> T },
+    Thread { chunks: tokio::sync::mpsc::Sender<Bytes>, result: tokio::task::JoinHandle<T> },
 }
 
-impl DigestingStream {
-    fn new(inner: StreamingBlob, wanted: &[&str], max_size: u64, result: Arc<Mutex<Option<BodyDigest>>>) -> Self {
-        let mut hasher = ChecksumHasher::default();
-        for algorithm in wanted {
-            match *algorithm {
-                "CRC32" => hasher.crc32 = Some(Crc32::new()),
-                "CRC32C" => hasher.crc32c = Some(Crc32c::new()),
-                "CRC64NVME" => hasher.crc64nvme = Some(Crc64Nvme::new()),
-                "SHA1" => hasher.sha1 = Some(Sha1::new()),
-                _ => hasher.sha256 = Some(Sha256::new()),
-            }
+impl<H: Send + 'static, T: Send + 'static> Digester<H, T> {
+    fn start(mut state: H, inline: bool, update: fn(&mut H, &[u8]), finish: fn(H) -> T) -> Self {
+        if inline {
+            return Self::Inline { state, update, finish };
         }
-        Self { inner, md5: Some(Md5::new()), checksums: Some(hasher), size: 0, max_size, result }
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_DEPTH);
+        let result = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = queue.blocking_recv() {
+                update(&mut state, &chunk);
+            }
+            finish(state)
+        });
+        Self::Thread { chunks, result }
     }
 
-    fn finish(&mut self) {
-        let (Some(md5), Some(hasher)) = (self.md5.take(), self.checksums.take()) else {
-            return;
-        };
-        let c = hasher.finalize();
-        let checksums = Checksums {
-            crc32: c.checksum_crc32,
-            crc32c: c.checksum_crc32c,
-            crc64nvme: c.checksum_crc64nvme,
-            sha1: c.checksum_sha1,
-            sha256: c.checksum_sha256,
-        };
-        *self.result.lock().expect("digest lock") =
-            Some(BodyDigest { size: self.size, md5: md5.finalize(), checksums });
+    async fn feed(&mut self, chunk: &Bytes) {
+        match self {
+            Self::Inline { state, update, .. } => update(state, chunk),
+            // The thread only stops early if it panicked; `finish` reports that.
+            Self::Thread { chunks, .. } => drop(chunks.send(chunk.clone()).await),
+        }
+    }
+
+    /// The digest of everything fed; `None` if the digest thread failed.
+    async fn finish(self) -> Option<T> {
+        match self {
+            Self::Inline { state, finish, .. } => Some(finish(state)),
+            Self::Thread { chunks, result } => {
+                drop(chunks);
+                result.await.ok()
+            }
+        }
     }
 }
 
-impl Stream for DigestingStream {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(into_io_error(e)))),
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.size += chunk.len() as u64;
-                if self.size > self.max_size {
-                    let too_large = s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size.");
-                    return Poll::Ready(Some(Err(std::io::Error::other(too_large))));
-                }
-                if let Some(md5) = &mut self.md5 {
-                    md5.update(&chunk);
-                }
-                if let Some(hasher) = &mut self.checksums {
-                    hasher.update(&chunk);
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
+fn checksum_hasher(wanted: &[&str]) -> ChecksumHasher {
+    let mut hasher = ChecksumHasher::default();
+    for algorithm in wanted {
+        match *algorithm {
+            "CRC32" => hasher.crc32 = Some(Crc32::new()),
+            "CRC32C" => hasher.crc32c = Some(Crc32c::new()),
+            "CRC64NVME" => hasher.crc64nvme = Some(Crc64Nvme::new()),
+            "SHA1" => hasher.sha1 = Some(Sha1::new()),
+            _ => hasher.sha256 = Some(Sha256::new()),
         }
+    }
+    hasher
+}
+
+fn finish_checksums(hasher: ChecksumHasher) -> Checksums {
+    let c = hasher.finalize();
+    Checksums {
+        crc32: c.checksum_crc32,
+        crc32c: c.checksum_crc32c,
+        crc64nvme: c.checksum_crc64nvme,
+        sha1: c.checksum_sha1,
+        sha256: c.checksum_sha256,
     }
 }
 

@@ -16,9 +16,7 @@ use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::io::AsyncWriteExt;
 
 use super::*;
 
@@ -31,8 +29,6 @@ const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 /// a scan of everyone's.
 const UPLOADS_BY_BUCKET: TableDefinition<(&str, &str), ()> = TableDefinition::new("uploads_by_bucket");
 const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
-
-const WRITE_BUFFER: usize = 1 << 20;
 
 pub struct LocalStorage {
     db: Arc<Database>,
@@ -233,17 +229,19 @@ impl LocalStorage {
             .map_err(|e| StorageError::Metadata(format!("metadata task failed: {e}")))?
     }
 
-    async fn delete_segments_later(&self, segments: Vec<DataSegment>) {
+    /// Removes data files in the background: freeing a replaced or deleted
+    /// object's bytes is not on the request's path. A crash before they are
+    /// gone leaves them to the start-up sweep (`remove_unreferenced_data`).
+    fn delete_segments_later(&self, segments: Vec<DataSegment>) {
         if segments.is_empty() {
             return;
         }
         let paths: Vec<PathBuf> = segments.iter().filter_map(|s| self.data_path(&s.data_id).ok()).collect();
-        let _ = tokio::task::spawn_blocking(move || {
+        drop(tokio::task::spawn_blocking(move || {
             for path in paths {
                 let _ = std::fs::remove_file(path);
             }
-        })
-        .await;
+        }));
     }
 }
 
@@ -505,40 +503,34 @@ impl Storage for LocalStorage {
                 Ok(segments)
             })
             .await?;
-        self.delete_segments_later(segments).await;
+        self.delete_segments_later(segments);
         Ok(())
     }
 
-    async fn write_data(&self, _target: &WriteTarget, mut body: ByteStream) -> Result<StagedData, StorageError> {
+    async fn write_data(&self, _target: &WriteTarget, body: ByteStream) -> Result<StagedData, StorageError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.tmp_dir.join(&id);
         let final_path = self.data_path(&id)?;
-        // Removes the temp file on every early return, including a body error.
-        let mut tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp_path).await?;
-        let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
-            size += chunk.len() as u64;
-            writer.write_all(&chunk).await?;
-        }
-        writer.flush().await?;
-        writer.into_inner().sync_all().await?;
-        let shard = final_path.parent().expect("data path has a shard").to_owned();
-        let (from, to) = (tmp_path, final_path.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        // One blocking thread takes the body from here to a durable file in
+        // its final place (see data_file.rs). It hands back a StagedData as
+        // soon as the file has that place, so the file is removed again on
+        // any later failure, or if this request is gone by then.
+        let writing = tokio::task::spawn_blocking(move || -> Result<StagedData, StorageError> {
+            // Removes the temp file on every early return, including a body error.
+            let mut tmp_guard = RemoveOnDrop(Some(tmp_path.clone()));
+            let size = super::data_file::write_new_file(&tmp_path, body)?;
+            let shard = final_path.parent().expect("data path has a shard").to_owned();
             std::fs::create_dir_all(&shard)?;
-            std::fs::rename(&from, &to)?;
-            std::fs::File::open(&shard)?.sync_all()
-        })
-        .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-        tmp_guard.0 = None; // renamed into place: nothing to remove
-        let segment = DataSegment { data_id: id, stored_size: size };
-        Ok(StagedData::new(segment, move || {
-            let _ = std::fs::remove_file(final_path);
-        }))
+            std::fs::rename(&tmp_path, &final_path)?;
+            tmp_guard.0 = None;
+            let segment = DataSegment { data_id: id, stored_size: size };
+            let staged = StagedData::new(segment, move || {
+                let _ = std::fs::remove_file(final_path);
+            });
+            std::fs::File::open(&shard)?.sync_all()?;
+            Ok(staged)
+        });
+        writing.await.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
 
     fn read_data(
@@ -596,7 +588,7 @@ impl Storage for LocalStorage {
                 Ok(replaced)
             })
             .await?;
-        self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect()).await;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.segment).collect());
         Ok(etag)
     }
 
@@ -625,7 +617,7 @@ impl Storage for LocalStorage {
             .await?;
         let existed = removed.is_some();
         if let Some(old) = removed {
-            self.delete_segments_later(old.parts.into_iter().map(|p| p.segment).collect()).await;
+            self.delete_segments_later(old.parts.into_iter().map(|p| p.segment).collect());
         }
         Ok(existed)
     }
@@ -751,7 +743,7 @@ impl Storage for LocalStorage {
                 Ok(replaced)
             })
             .await?;
-        self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect()).await;
+        self.delete_segments_later(replaced.into_iter().map(|p| p.part.segment).collect());
         Ok(etag)
     }
 
@@ -814,20 +806,20 @@ impl Storage for LocalStorage {
                 Ok(unused)
             })
             .await?;
-        self.delete_segments_later(unused).await;
+        self.delete_segments_later(unused);
         Ok(etag)
     }
 
     async fn abort_upload(&self, upload: &UploadRecord) -> Result<(), StorageError> {
         let upload_id = upload.upload_id.clone();
         let segments = self.blocking(move |db| remove_upload(db, &upload_id)).await?;
-        self.delete_segments_later(segments).await;
+        self.delete_segments_later(segments);
         Ok(())
     }
 
     async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<u64, StorageError> {
         let (count, segments) = self.blocking(move |db| expire_uploads_in(db, max_age)).await?;
-        self.delete_segments_later(segments).await;
+        self.delete_segments_later(segments);
         Ok(count)
     }
 

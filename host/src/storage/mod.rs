@@ -9,6 +9,7 @@
 //! uncommitted [`StagedData`] discards its bytes. (Upstream, "durable but
 //! invisible" is an upload request held back before its last bytes.)
 
+mod data_file;
 pub mod local;
 mod records;
 pub mod upstream;
