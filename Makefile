@@ -62,7 +62,7 @@ SOAK_SECONDS ?= 300
 soak: build test-deps
 	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
-## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run, SEALGATE_BENCH_ONLY=kms, put or scale-out for one table)
+## bench: numbers for BENCHMARKS.md (SEALGATE_BENCH_QUICK=1 for a short run, SEALGATE_BENCH_ONLY=kms, put or scale-out for one table, SEALGATE_BENCH_BASELINE=<an earlier sealgate binary> to measure the put table beside it)
 bench: build test-deps
 	$(CARGO) build --release -p sealgate-bench
 	$(RELEASE)/sealgate-bench | tee target/bench.md

@@ -1,6 +1,7 @@
 //! The gateway under test: the release binary on loopback, temp dirs.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,10 +73,16 @@ impl Metrics {
 
 impl Gateway {
     pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_binary(Path::new("target/release/sealgate"), extra)
+    }
+
+    /// Starts the gateway binary at `binary` (e.g. an earlier build, to
+    /// compare against).
+    pub fn start_binary(binary: &Path, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (s3, admin) =
             (SocketAddr::from(([127, 0, 0, 1], free_port())), SocketAddr::from(([127, 0, 0, 1], free_port())));
-        let child = Command::new("target/release/sealgate")
+        let child = Command::new(binary)
             .arg("serve")
             .args(["--listen", &s3.to_string(), "--admin-listen", &admin.to_string()])
             .arg("--data-dir")
@@ -87,7 +94,7 @@ impl Gateway {
             .env("SEALGATE_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .context("starting target/release/sealgate (run make build)")?;
+            .with_context(|| format!("starting {} (run make build)", binary.display()))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(s3).is_err() {
             anyhow::ensure!(Instant::now() < deadline, "gateway did not start");

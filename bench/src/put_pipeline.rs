@@ -3,10 +3,12 @@
 //! gateway with two clients: curl with an unsigned payload (the body sent
 //! as is), and the Rust aws-sdk-s3 with its defaults. The gateway's CPU time
 //! per PUT shows what is the gateway's and what is the client's (both share
-//! this machine's cores). Plaintext and encrypted buckets, same gateway, rounds
+//! this machine's cores). With `SEALGATE_BENCH_BASELINE=<binary>` an
+//! earlier build of the gateway is measured beside this one, rounds
+//! alternating. Plaintext and encrypted buckets, same gateway, rounds
 //! interleaved.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -20,44 +22,81 @@ const SIZE_MIB: usize = 256;
 
 pub async fn table(rounds: usize, seconds: u64) -> Result<()> {
     let md5 = micro::md5_rate() * 1000.0;
-    let gw = Gateway::start(&[])?;
-    let s3 = gw.client();
-    gw.create_buckets(&s3).await?;
-    let sdk_defaults = gateway::s3_client_sdk_defaults(&gw.endpoint(), "BENCH", "bench-secret-key");
+    let builds = start_builds().await?;
     let file = gateway::pattern_file(SIZE_MIB)?;
 
-    // MB/s and the gateway's CPU seconds, per PUT.
-    let (mut rates, mut cpu): ([Vec<f64>; 4], [Vec<f64>; 4]) = Default::default();
+    // Per build and client: MB/s and the gateway's CPU seconds per PUT,
+    // for the plaintext and the encrypted bucket. Rounds alternate.
+    let mut rates = vec![[[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]]; builds.len()];
+    let mut cpu = rates.clone();
     for _ in 0..rounds {
-        for (i, bucket) in ["plain", "sealed"].into_iter().enumerate() {
-            let before = gw.cpu_seconds()?;
-            rates[i].push(curl_put(&gw, bucket, file.path())?);
-            let between = gw.cpu_seconds()?;
-            rates[2 + i].push(sdk_put(&sdk_defaults, bucket, file.path()).await?);
-            cpu[i].push(between - before);
-            cpu[2 + i].push(gw.cpu_seconds()? - between);
+        for (b, (_, gw)) in builds.iter().enumerate() {
+            let sdk_defaults = gateway::s3_client_sdk_defaults(&gw.endpoint(), "BENCH", "bench-secret-key");
+            for (k, bucket) in ["plain", "sealed"].into_iter().enumerate() {
+                let before = gw.cpu_seconds()?;
+                rates[b][0][k].push(curl_put(gw, bucket, file.path())?);
+                let between = gw.cpu_seconds()?;
+                rates[b][1][k].push(sdk_put(&sdk_defaults, bucket, file.path()).await?);
+                cpu[b][0][k].push(between - before);
+                cpu[b][1][k].push(gw.cpu_seconds()? - between);
+            }
         }
     }
-    let [curl_plain, curl_sealed, sdk_plain, sdk_sealed] = rates.map(median);
-    let cpu = cpu.map(median);
     println!("\n## Single-stream PUT, {SIZE_MIB} MiB, against one core's MD5\n");
     println!("MD5 (asm md-5, one core, 64 KiB updates): M = {md5:.0} MB/s\n");
-    println!("| client | plaintext bucket | ÷ M | gateway CPU | encrypted bucket | ÷ M | gateway CPU |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (client, plain, sealed, [plain_cpu, sealed_cpu]) in [
-        ("curl, UNSIGNED-PAYLOAD", curl_plain, curl_sealed, [cpu[0], cpu[1]]),
-        ("aws-sdk-s3 defaults", sdk_plain, sdk_sealed, [cpu[2], cpu[3]]),
-    ] {
-        println!(
-            "| {client} | {plain:.0} MB/s | **{:.2}** | {plain_cpu:.2} s | {sealed:.0} MB/s | **{:.2}** | {sealed_cpu:.2} s |",
-            plain / md5,
-            sealed / md5
-        );
+    println!("| build | client | plaintext bucket | ÷ M | gateway CPU | encrypted bucket | ÷ M | gateway CPU |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (b, (build, _)) in builds.iter().enumerate() {
+        for (c, client) in ["curl, UNSIGNED-PAYLOAD", "aws-sdk-s3 defaults"].into_iter().enumerate() {
+            let [plain, sealed] = rates[b][c].clone().map(median);
+            let [plain_cpu, sealed_cpu] = cpu[b][c].clone().map(median);
+            println!(
+                "| {build} | {client} | {plain:.0} MB/s | **{:.2}** | {plain_cpu:.2} s | {sealed:.0} MB/s | **{:.2}** | \
+                 {sealed_cpu:.2} s |",
+                plain / md5,
+                sealed / md5
+            );
+        }
     }
-    let plain_small = small_ops(&s3, "plain", 16, seconds, false).await?;
-    let sealed_small = small_ops(&s3, "sealed", 16, seconds, false).await?;
-    println!("\n4 KiB PUT, 16 clients: plaintext {plain_small:.0} ops/s, encrypted {sealed_small:.0} ops/s");
-    println!("gateway peak RSS after these runs: {} MiB", gw.peak_rss_mib()?);
+    println!("\ngateway peak RSS after these runs: {} MiB", builds[0].1.peak_rss_mib()?);
+    small_puts(&builds, rounds, seconds).await
+}
+
+/// This build's gateway, and an earlier build's beside it when
+/// `SEALGATE_BENCH_BASELINE` names its binary; each with its buckets.
+async fn start_builds() -> Result<Vec<(String, Gateway)>> {
+    let mut builds = vec![("this build".to_owned(), Gateway::start(&[])?)];
+    if let Some(path) = std::env::var_os("SEALGATE_BENCH_BASELINE") {
+        let path = PathBuf::from(path);
+        builds.push((format!("baseline `{}`", path.display()), Gateway::start_binary(&path, &[])?));
+    }
+    for (_, gw) in &builds {
+        gw.create_buckets(&gw.client()).await?;
+    }
+    Ok(builds)
+}
+
+/// 4 KiB PUTs with 16 clients, plaintext and encrypted, on each build
+/// (rounds alternate between them).
+async fn small_puts(builds: &[(String, Gateway)], rounds: usize, seconds: u64) -> Result<()> {
+    let mut ops = vec![[Vec::new(), Vec::new()]; builds.len()];
+    for _ in 0..rounds.min(3) {
+        for (b, (_, gw)) in builds.iter().enumerate() {
+            let s3 = gw.client();
+            for (k, bucket) in ["plain", "sealed"].into_iter().enumerate() {
+                ops[b][k].push(small_ops(&s3, bucket, 16, seconds, false).await?);
+            }
+        }
+    }
+    let ops: Vec<[f64; 2]> = ops.into_iter().map(|per_bucket| per_bucket.map(median)).collect();
+    println!("\n| 4 KiB PUT, 16 clients | plaintext bucket | encrypted bucket |");
+    println!("| --- | --- | --- |");
+    for ((build, _), [plain, sealed]) in builds.iter().zip(&ops) {
+        println!("| {build} | {plain:.0} ops/s | {sealed:.0} ops/s |");
+    }
+    if ops.len() == 2 {
+        println!("| this build ÷ baseline | **{:.2}** | **{:.2}** |", ops[0][0] / ops[1][0], ops[0][1] / ops[1][1]);
+    }
     Ok(())
 }
 
