@@ -298,6 +298,61 @@ def test_listing_costs_one_upstream_request_per_page(fleet):
         assert count(after, "HeadObject") - count(before, "HeadObject") == 0
 
 
+def all_upstream_requests(metrics: str) -> float:
+    return sum(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("sealgate_upstream_requests_total{")
+    )
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_object_reads_take_no_state_read(fleet, encrypted):
+    """A HEAD is one upstream request, and so is a GET of a whole object
+    (its headers carry the metadata): the bucket record of a read comes
+    from the gateway's short-lived cache."""
+    a, _, c = fleet.clients
+    gw = fleet.gateways[2]
+    bucket = fleet.bucket(encrypted)
+    a.put_object(Bucket=bucket, Key="k", Body=marked(50_000))
+    assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == marked(50_000)  # warm
+    before = gw.admin_get("/metrics").text
+    for _ in range(5):
+        assert c.head_object(Bucket=bucket, Key="k")["ContentLength"] == 50_000
+    middle = gw.admin_get("/metrics").text
+    for _ in range(5):
+        assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == marked(50_000)
+    after = gw.admin_get("/metrics").text
+    # Reading /metrics costs nothing upstream; the cache lives 2 s, so at
+    # most one state read falls in each run of five.
+    assert all_upstream_requests(middle) - all_upstream_requests(before) in (5, 6)
+    assert all_upstream_requests(after) - all_upstream_requests(middle) in (5, 6)
+
+
+def test_a_deleted_name_is_held_from_other_users_until_caches_expire(fleet):
+    """A gateway that cached a bucket's record must not serve its old owner
+    the objects of someone who created the name again: another user may
+    create a deleted name only after the hold (10 s), its owner at once."""
+    a, b, c = fleet.clients
+    bob = fleet.gateways[2].bob()
+    bucket = fleet.bucket(False, via=0)
+    a.put_object(Bucket=bucket, Key="k", Body=b"alice")
+    assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"alice"  # B caches the record
+    a.delete_object(Bucket=bucket, Key="k")
+    a.delete_bucket(Bucket=bucket)
+    helpers.expect_error(lambda: bob.create_bucket(Bucket=bucket), "OperationAborted", 409)
+    # The owner takes the name back at once.
+    c.create_bucket(Bucket=bucket)
+    c.delete_bucket(Bucket=bucket)
+    helpers.expect_error(lambda: bob.create_bucket(Bucket=bucket), "OperationAborted", 409)
+    time.sleep(10.5)
+    bob.create_bucket(Bucket=bucket)
+    bob.put_object(Bucket=bucket, Key="k", Body=b"bob")
+    helpers.expect_error(lambda: b.get_object(Bucket=bucket, Key="k"), "AccessDenied", 403)
+    helpers.expect_error(lambda: b.head_object(Bucket=bucket, Key="k"), "403", 403)
+    assert fleet.gateways[1].bob().get_object(Bucket=bucket, Key="k")["Body"].read() == b"bob"
+
+
 def test_sealed_object_opens_whatever_the_upstream_part_size(fleet):
     """Re-uploaded upstream with other part boundaries (as a copy or
     replication tool would), the sealed bytes still open."""

@@ -58,7 +58,8 @@ impl Gateway {
         open: Option<&DataKey>,
         seal: Option<SealPlan<'_>>,
     ) -> S3Result<Ingested> {
-        let stream = content_stream(self.storage.clone(), self.metrics.clone(), source, range.clone(), open).await?;
+        let stream =
+            content_stream(self.storage.clone(), self.metrics.clone(), source, range.clone(), open, None).await?;
         let claims = BodyClaims {
             content_length: Some(range.end - range.start),
             max_size: super::body::MAX_PUT_SIZE,

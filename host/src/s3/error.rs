@@ -11,6 +11,10 @@ pub fn storage_error(e: StorageError) -> S3Error {
             s3_error!(NoSuchBucket, "The specified bucket does not exist")
         }
         StorageError::BucketExists { .. } => s3_error!(BucketAlreadyExists),
+        StorageError::RecentlyDeleted => s3_error!(
+            OperationAborted,
+            "A conflicting conditional operation is currently in progress against this resource. Please try again."
+        ),
         StorageError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
         StorageError::NoSuchUpload => s3_error!(NoSuchUpload, "The specified multipart upload does not exist."),
         StorageError::KeyRetired => {

@@ -23,7 +23,7 @@ use crate::crypto::format::{self, Opener, SegmentId};
 use crate::crypto::format_v2;
 use crate::kms::DataKey;
 use crate::metrics::Metrics;
-use crate::storage::{ObjectPart, ObjectRecord, SegmentSeal, Storage};
+use crate::storage::{ObjectPart, ObjectRecord, SegmentSeal, Storage, StoredReader};
 
 /// Chunks buffered between the storage reader task and the client.
 const STREAM_BUFFER: usize = 4;
@@ -77,13 +77,19 @@ fn select(object: &ObjectRecord, range: Option<&s3s::dto::Range>, part_number: O
 /// batches so that storage reads and decryption overlap the network send.
 /// The first batch is awaited here: if it fails, the client gets a 500
 /// before any byte.
+/// `prefetched`, when given, holds the object's stored bytes from the
+/// first (see [`Storage::get_object_to_read`]); it is used for a read of
+/// the whole of a one-part object and dropped otherwise.
 pub(super) async fn content_stream(
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
     object: &ObjectRecord,
     range: Range<u64>,
     key: Option<&DataKey>,
+    prefetched: Option<StoredReader>,
 ) -> S3Result<StreamingBlob> {
+    let whole = range.start == 0 && range.end == object.size && object.parts.len() == 1;
+    let mut prefetched = prefetched.filter(|_| whole);
     let mut pieces = Vec::new();
     let mut offset = 0u64;
     for part in &object.parts {
@@ -104,14 +110,15 @@ pub(super) async fn content_stream(
             // system call per ~256 KiB straight into the buffer that is sent
             // (decrypted in place first when sealed): the two paths differ
             // by the cipher only.
-            let (reader_storage, reader_key, reader_tx, reader_part) =
-                (storage.clone(), key.clone(), tx.clone(), part.clone());
+            let (reader_storage, reader_key, reader_tx, reader_part, source) =
+                (storage.clone(), key.clone(), tx.clone(), part.clone(), prefetched.take());
             let result = tokio::task::spawn_blocking(move || {
                 let (storage, part, tx) = (reader_storage.as_ref(), &reader_part, &reader_tx);
+                let source = Source { storage, prefetched: source };
                 match (&part.seal, &reader_key) {
-                    (_, Some(key)) if self_describing => read_sealed_v2(storage, part, key, local, tx),
+                    (_, Some(key)) if self_describing => read_sealed_v2(source, part, key, local, tx),
                     (None, _) if self_describing => Err(ReadError::Open("sealed object without a key".into())),
-                    (None, _) => read_plain(storage, part, local, tx),
+                    (None, _) => read_plain(source, part, local, tx),
                     (Some(seal), Some(key)) => read_sealed(storage, part, seal, key, local, tx),
                     (Some(_), None) => Err(ReadError::Open("sealed part without a key".into())),
                 }
@@ -178,10 +185,26 @@ fn read_buffer(reader: &mut dyn std::io::Read, len: usize) -> Result<BytesMut, R
     Ok(Bytes::from(buf).try_into_mut().expect("a fresh buffer has one owner"))
 }
 
+/// Where a reader's stored bytes come from: the storage, or the answer
+/// that already brought them (only ever for the whole part).
+struct Source<'a> {
+    storage: &'a dyn Storage,
+    prefetched: Option<StoredReader>,
+}
+
+impl Source<'_> {
+    fn open(self, part: &ObjectPart, stored: Range<u64>) -> Result<StoredReader, ReadError> {
+        match self.prefetched {
+            Some(reader) if stored == (0..part.segment.stored_size) => Ok(reader),
+            _ => self.storage.read_data(&part.segment, stored).map_err(|e| ReadError::Storage(e.to_string())),
+        }
+    }
+}
+
 /// Reads `local` of a plaintext part, `PLAIN_READ` bytes at a time.
 /// Runs on a blocking thread.
-fn read_plain(storage: &dyn Storage, part: &ObjectPart, local: Range<u64>, tx: &Sender) -> Result<(), ReadError> {
-    let mut reader = storage.read_data(&part.segment, local.clone()).map_err(|e| ReadError::Storage(e.to_string()))?;
+fn read_plain(source: Source<'_>, part: &ObjectPart, local: Range<u64>, tx: &Sender) -> Result<(), ReadError> {
+    let mut reader = source.open(part, local.clone())?;
     let mut left = local.end - local.start;
     while left > 0 {
         let buf = read_buffer(&mut reader, left.min(PLAIN_READ) as usize)?;
@@ -256,7 +279,7 @@ fn send_in_batches(
 /// As [`read_sealed`], for an object stored upstream in format 2, whose
 /// chunks say which part they belong to (one stored segment per object).
 fn read_sealed_v2(
-    storage: &dyn Storage,
+    source: Source<'_>,
     part: &ObjectPart,
     key: &Zeroizing<[u8; 32]>,
     local: Range<u64>,
@@ -268,13 +291,29 @@ fn read_sealed_v2(
     }
     let chunks = format_v2::chunks_covering(&local);
     let stored = format_v2::stored_range(stored_size, &chunks);
-    let mut reader = storage.read_data(&part.segment, stored.clone()).map_err(|e| ReadError::Storage(e.to_string()))?;
+    let mut reader = source.open(part, stored.clone())?;
     let mut opener = format_v2::ObjectOpener::new(Implementation::DEFAULT, key, stored_size);
     send_in_batches(chunks, &local, tx, |batch| {
         let batch_stored = format_v2::stored_range(stored_size, &batch);
         let buf = read_buffer(&mut reader, (batch_stored.end - batch_stored.start) as usize)?;
         opener.open_chunks(batch.start, buf).map_err(|e| ReadError::Open(e.to_string()))
     })
+}
+
+/// What of the object a GET or HEAD returns, conditions checked.
+fn read_view(
+    object: &ObjectRecord,
+    conditions: Conditions,
+    range: Option<&s3s::dto::Range>,
+    part_number: Option<i32>,
+    checksum_mode: Option<&ChecksumMode>,
+) -> S3Result<ObjectView> {
+    conditions.check(object).map_err(|f| f.for_read())?;
+    let selection = select(object, range, part_number)?;
+    let whole = selection.content_range.is_none();
+    let wanted = whole && checksum_mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let checksums = if wanted { object.checksums.clone() } else { Default::default() };
+    Ok(ObjectView { selection, checksums })
 }
 
 /// The response fields GET and HEAD share.
@@ -319,7 +358,7 @@ macro_rules! object_output {
 macro_rules! read_object {
     ($gateway:expr, $req:expr, $operation:expr) => {{
         let input = &$req.input;
-        let bucket = $gateway.owned_bucket(&$req, &input.bucket).await?;
+        let bucket = $gateway.owned_bucket_for_read(&$req, &input.bucket).await?;
         let conditions = Conditions {
             if_match: input.if_match.clone(),
             if_none_match: input.if_none_match.clone(),
@@ -327,9 +366,9 @@ macro_rules! read_object {
             if_unmodified_since: input.if_unmodified_since.clone(),
         };
         let range = input.range.as_ref();
-        let (mut object, view) = $gateway
-            .read_view(&input.bucket, &input.key, conditions, range, input.part_number, input.checksum_mode.as_ref())
-            .await?;
+        let whole_get = $operation == Operation::GetObject && range.is_none() && input.part_number.is_none();
+        let (mut object, prefetched) = $gateway.find_object(&input.bucket, &input.key, whole_get).await?;
+        let view = read_view(&object, conditions, range, input.part_number, input.checksum_mode.as_ref())?;
         // Metadata sealed upstream needs the data key even for a HEAD: the
         // rules decide it as the read it is.
         let operation = if object.sealed_metadata.is_some() { Operation::GetObject } else { $operation };
@@ -338,7 +377,7 @@ macro_rules! read_object {
         ask.target = object.sealing.as_ref();
         let allowed = $gateway.consult(ask).await?;
         open_metadata(&mut object, allowed.open_with.as_ref())?;
-        (object, view, allowed)
+        (object, view, allowed, prefetched)
     }};
 }
 
@@ -354,35 +393,28 @@ impl DefaultWith for GetObjectOutput {}
 impl DefaultWith for HeadObjectOutput {}
 
 impl Gateway {
-    /// The object and what of it a GET or HEAD returns, conditions checked.
-    async fn read_view(
+    /// The object, and for a GET of all of it, its stored bytes if they come
+    /// in the same answer (see [`Storage::get_object_to_read`]).
+    async fn find_object(
         &self,
         bucket: &str,
         key: &str,
-        conditions: Conditions,
-        range: Option<&s3s::dto::Range>,
-        part_number: Option<i32>,
-        checksum_mode: Option<&ChecksumMode>,
-    ) -> S3Result<(ObjectRecord, ObjectView)> {
-        let object = self
-            .storage
-            .get_object(bucket, key)
-            .await
-            .or_s3()?
-            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
-        conditions.check(&object).map_err(|f| f.for_read())?;
-        let selection = select(&object, range, part_number)?;
-        let whole = selection.content_range.is_none();
-        let wanted = whole && checksum_mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let checksums = if wanted { object.checksums.clone() } else { Default::default() };
-        Ok((object, ObjectView { selection, checksums }))
+        whole_get: bool,
+    ) -> S3Result<(ObjectRecord, Option<StoredReader>)> {
+        let found = if whole_get {
+            self.storage.get_object_to_read(bucket, key).await.or_s3()?
+        } else {
+            self.storage.get_object(bucket, key).await.or_s3()?.map(|object| (object, None))
+        };
+        found.ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
     }
 
     pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let (object, view, allowed) = read_object!(self, req, Operation::GetObject);
+        let (object, view, allowed, prefetched) = read_object!(self, req, Operation::GetObject);
         let range = view.selection.range.clone();
         let key = allowed.open_with.as_ref();
-        let body = content_stream(self.storage.clone(), self.metrics.clone(), &object, range, key).await?;
+        let (storage, metrics) = (self.storage.clone(), self.metrics.clone());
+        let body = content_stream(storage, metrics, &object, range, key, prefetched).await?;
         let mut output = object_output!(GetObjectOutput, &object, view);
         output.body = Some(body);
         let mut response = S3Response::new(output);
@@ -394,7 +426,7 @@ impl Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let (object, view, allowed) = read_object!(self, req, Operation::HeadObject);
+        let (object, view, allowed, _) = read_object!(self, req, Operation::HeadObject);
         let mut response = S3Response::new(object_output!(HeadObjectOutput, &object, view));
         response.headers.extend(allowed.response_headers);
         Ok(response)

@@ -41,17 +41,24 @@ impl Gateway {
     /// The bucket, if it exists and the caller owns it. Ownership is also
     /// checked before routing (see `auth`); copy sources come through here.
     async fn owned_bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<BucketRecord> {
-        let bucket = self
-            .storage
-            .get_bucket(name)
-            .await
-            .or_s3()?
-            .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
-        if bucket.owner != caller(req)? {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
-        }
-        Ok(bucket)
+        let bucket = self.storage.get_bucket(name).await.or_s3()?;
+        check_owner(req, bucket)
     }
+
+    /// As [`Self::owned_bucket`], for a read of one object: the record may
+    /// be a few seconds old (see [`crate::storage::Storage::get_bucket_for_read`]).
+    async fn owned_bucket_for_read<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<BucketRecord> {
+        let bucket = self.storage.get_bucket_for_read(name).await.or_s3()?;
+        check_owner(req, bucket)
+    }
+}
+
+fn check_owner<T>(req: &S3Request<T>, bucket: Option<BucketRecord>) -> S3Result<BucketRecord> {
+    let bucket = bucket.ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
+    if bucket.owner != caller(req)? {
+        return Err(s3_error!(AccessDenied, "Access Denied"));
+    }
+    Ok(bucket)
 }
 
 /// The authenticated caller's access key (anonymous requests never get here).

@@ -22,6 +22,9 @@ use futures::Stream;
 pub use records::*;
 
 /// A stream of object bytes.
+/// A blocking reader of stored bytes (read on a blocking thread).
+pub type StoredReader = Box<dyn std::io::Read + Send>;
+
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
 /// Storage failures, each meaning one thing to the S3 front.
@@ -62,6 +65,10 @@ pub enum StorageError {
     /// store, say); its S3 error code and status go to the client.
     #[error("upstream refused the request: {code} ({status})")]
     Refused { status: u16, code: String, message: String },
+    /// The bucket name was deleted by its owner moments ago; another user
+    /// may create it only once every gateway has forgotten the old one.
+    #[error("the bucket was deleted moments ago; retry shortly")]
+    RecentlyDeleted,
     /// The backend must know a body's length before it starts storing it.
     #[error("the request body has no announced length")]
     LengthRequired,
@@ -187,6 +194,12 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
+    /// The bucket record for a read of an object (GET, HEAD): it may be a
+    /// few seconds old where the backend is shared by many gateways (see
+    /// `storage::upstream::buckets`). Never for a write or a listing.
+    async fn get_bucket_for_read(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        self.get_bucket(name).await
+    }
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     /// Read-modify-write of one bucket record, atomic against every other
     /// change of it (a compare-and-swap): `change` edits the current record
@@ -222,6 +235,17 @@ pub trait Storage: Send + Sync + 'static {
         data: Vec<StagedData>,
     ) -> Result<String, StorageError>;
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError>;
+    /// For a GET of a whole object: its record and, from a backend that
+    /// gets both in one answer (one upstream request instead of two), a
+    /// reader of all its stored bytes. Others give no reader: the read
+    /// goes through `read_data` as any other.
+    async fn get_object_to_read(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRecord, Option<StoredReader>)>, StorageError> {
+        Ok(self.get_object(bucket, key).await?.map(|object| (object, None)))
+    }
     /// Returns whether there was an object to delete.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
     async fn list_objects(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError>;

@@ -12,6 +12,7 @@
 //! aws-sdk-s3 speaks to the upstream (payload signing off for streamed
 //! bodies: the gateway checks the client's digests itself).
 
+mod buckets;
 mod client;
 mod objects;
 mod state;
@@ -46,6 +47,8 @@ pub struct UpstreamStorage {
     metrics: Arc<Metrics>,
     /// Uploads sent but for their last bytes, waiting for a commit.
     pending: Arc<Mutex<HashMap<String, objects::PendingWrite>>>,
+    /// Bucket records recently read, for reads of objects (see buckets.rs).
+    read_cache: buckets::ReadCache,
 }
 
 impl UpstreamStorage {
@@ -61,6 +64,7 @@ impl UpstreamStorage {
             ),
             metrics,
             pending: Arc::default(),
+            read_cache: buckets::ReadCache::default(),
         };
         storage.ensure_bucket(&storage.state_bucket).await?;
         Ok(storage)
@@ -146,6 +150,15 @@ impl Storage for UpstreamStorage {
         if let Some(existing) = self.create_record(&bucket).await? {
             return Err(StorageError::BucketExists { owner: existing.owner });
         }
+        // Checked once the record is ours: a deletion leaves its tombstone
+        // before its record goes, so it is always seen here.
+        match self.held_for_another(&bucket.name, &bucket.owner).await {
+            Ok(false) => {}
+            held => {
+                let _ = self.delete_record(&bucket.name).await;
+                return Err(held.err().unwrap_or(StorageError::RecentlyDeleted));
+            }
+        }
         if let Err(e) = self.ensure_bucket(&upstream).await {
             let _ = self.delete_record(&bucket.name).await;
             return Err(e);
@@ -154,15 +167,23 @@ impl Storage for UpstreamStorage {
     }
 
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
-        Ok(self.read_record(name).await?.map(|(record, _)| record))
+        self.fresh_bucket(name).await
+    }
+
+    async fn get_bucket_for_read(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        self.bucket_for_read(name).await
     }
 
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
-        self.put_record(&bucket).await
+        self.put_record(&bucket).await?;
+        self.read_cache.remember(&bucket.name, Some(&bucket));
+        Ok(())
     }
 
     async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError> {
-        self.modify_record(name, change).await
+        let record = self.modify_record(name, change).await?;
+        self.read_cache.remember(name, Some(&record));
+        Ok(record)
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StorageError> {
@@ -170,6 +191,7 @@ impl Storage for UpstreamStorage {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), StorageError> {
+        let record = self.fresh_bucket(name).await?.ok_or(StorageError::NoSuchBucket)?;
         if self.holds_objects(name).await? {
             return Err(StorageError::BucketNotEmpty);
         }
@@ -183,6 +205,8 @@ impl Storage for UpstreamStorage {
                 return Err(failure.into());
             }
         }
+        self.leave_tombstone(&record).await?;
+        self.read_cache.remember(name, None);
         self.delete_record(name).await
     }
 
@@ -212,6 +236,14 @@ impl Storage for UpstreamStorage {
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
         self.head_object(bucket, key).await
+    }
+
+    async fn get_object_to_read(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRecord, Option<StoredReader>)>, StorageError> {
+        Ok(self.get_whole_object(bucket, key).await?.map(|(object, body)| (object, Some(body))))
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {

@@ -40,6 +40,34 @@ pub fn client_etag(etag: &str, sealed: bool) -> String {
     if sealed && !etag.contains('-') { format!("{etag}-0") } else { etag.to_owned() }
 }
 
+/// No such object is `None`; no such bucket, and anything else, an error.
+fn absent_or_failure<T>(failure: Failure) -> Result<Option<T>, StorageError> {
+    if failure.not_found() && !failure.is("NoSuchBucket") { Ok(None) } else { Err(failure.into()) }
+}
+
+/// The record of an object from a HeadObject or GetObject answer (their
+/// types differ, the accessor names do not).
+macro_rules! record_fields {
+    ($storage:expr, $bucket:expr, $key:expr, $answer:expr) => {{
+        let answer = &$answer;
+        let stored = answer.content_length().unwrap_or_default().max(0) as u64;
+        let etag = unquote(answer.e_tag());
+        let mut user: HashMap<String, String> = answer.metadata().cloned().unwrap_or_default();
+        let sealed = user.remove(SEALED_METADATA);
+        let content = ContentHeaders {
+            content_type: answer.content_type().map(str::to_owned),
+            content_encoding: answer.content_encoding().map(str::to_owned),
+            content_disposition: answer.content_disposition().map(str::to_owned),
+            content_language: answer.content_language().map(str::to_owned),
+            cache_control: answer.cache_control().map(str::to_owned),
+            expires: answer.expires_string().map(str::to_owned),
+        };
+        let metadata =
+            ObjectMetadata { content, user: user.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() };
+        $storage.record_of($bucket, $key, stored, &etag, millis(answer.last_modified()), sealed, metadata)
+    }};
+}
+
 /// An upload request sent but for its last bytes.
 pub struct PendingWrite {
     /// True sends the rest; false (or dropping it) fails the request, so
@@ -183,30 +211,28 @@ impl UpstreamStorage {
         let upstream = self.upstream_bucket(bucket);
         let head = match self.client.head_object().bucket(&upstream).key(key).send().await {
             Ok(head) => head,
-            Err(e) => {
-                let failure = Failure::from_sdk(e);
-                if failure.not_found() && !failure.is("NoSuchBucket") {
-                    return Ok(None);
-                }
-                return Err(failure.into());
-            }
+            Err(e) => return absent_or_failure(Failure::from_sdk(e)),
         };
-        let stored = head.content_length().unwrap_or_default().max(0) as u64;
-        let etag = unquote(head.e_tag());
-        let mut user: HashMap<String, String> = head.metadata().cloned().unwrap_or_default();
-        let sealed = user.remove(SEALED_METADATA);
-        let content = ContentHeaders {
-            content_type: head.content_type().map(str::to_owned),
-            content_encoding: head.content_encoding().map(str::to_owned),
-            content_disposition: head.content_disposition().map(str::to_owned),
-            content_language: head.content_language().map(str::to_owned),
-            cache_control: head.cache_control().map(str::to_owned),
-            expires: head.expires_string().map(str::to_owned),
-        };
-        let metadata =
-            ObjectMetadata { content, user: user.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() };
-        let record = self.record_of(bucket, key, stored, &etag, millis(head.last_modified()), sealed, metadata)?;
+        let record = record_fields!(self, bucket, key, head)?;
         Ok(Some(record))
+    }
+
+    /// The whole object in one GetObject: its record from the answer's
+    /// headers, and its stored bytes as they follow.
+    pub(super) async fn get_whole_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRecord, StoredReader)>, StorageError> {
+        self.metrics.upstream_request("GetObject");
+        let upstream = self.upstream_bucket(bucket);
+        let output = match self.client.get_object().bucket(&upstream).key(key).send().await {
+            Ok(output) => output,
+            Err(e) => return absent_or_failure(Failure::from_sdk(e)),
+        };
+        let record = record_fields!(self, bucket, key, output)?;
+        let body = BlockingBody { handle: tokio::runtime::Handle::current(), body: output.body, current: Bytes::new() };
+        Ok(Some((record, Box::new(body))))
     }
 
     /// A record from what the upstream says about an object.

@@ -1,0 +1,131 @@
+//! Bucket records for reads, without a state read per GET or HEAD, and
+//! without opening an ownership race.
+//!
+//! A read of one object takes the bucket record from this gateway's cache
+//! if it was read at most [`READ_CACHE_TTL`] ago. Writes, listings and
+//! bucket settings always read the record afresh: the encryption state and
+//! the stored forms must never be stale where they decide what is stored or
+//! how sizes are reported.
+//!
+//! What a stale record could get wrong for a read is its owner: a bucket
+//! deleted through one gateway and created again by another user, while a
+//! second gateway still holds the old record, would let the old owner read
+//! the new owner's objects. So a deletion first leaves a tombstone,
+//! `deleted/<name>` in the state bucket (the old owner and the time), and
+//! another user's CreateBucket of that name is refused with 409
+//! `OperationAborted` (what AWS answers while a deleted bucket's name is not
+//! yet free) until [`RECREATE_HOLD`] has passed: by then every gateway's
+//! cached record is gone. The hold exceeds the cache lifetime by a margin
+//! for the gateways' clocks, which must agree within 8 s (NTP). The owner
+//! may create the name again at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+
+use super::UpstreamStorage;
+use super::client::Failure;
+use super::objects::now_ms;
+use crate::storage::{BucketRecord, StorageError};
+
+/// How long a read may use a bucket record this gateway read before.
+pub const READ_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long after a deletion another user may not create the name.
+pub const RECREATE_HOLD: Duration = Duration::from_secs(10);
+/// Records kept at most (a gateway in front of more buckets forgets all
+/// and starts again: a cache miss costs one read).
+const CACHE_CAPACITY: usize = 10_000;
+
+/// This gateway's recently read bucket records.
+#[derive(Default)]
+pub struct ReadCache(Mutex<HashMap<String, (Instant, BucketRecord)>>);
+
+impl ReadCache {
+    fn fresh(&self, name: &str) -> Option<BucketRecord> {
+        let cache = self.0.lock().expect("bucket cache lock");
+        cache.get(name).filter(|(read, _)| read.elapsed() < READ_CACHE_TTL).map(|(_, record)| record.clone())
+    }
+
+    /// Keeps `record` (as just read or written), or forgets the name.
+    pub fn remember(&self, name: &str, record: Option<&BucketRecord>) {
+        let mut cache = self.0.lock().expect("bucket cache lock");
+        match record {
+            Some(record) => {
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(name.to_owned(), (Instant::now(), record.clone()));
+            }
+            None => {
+                cache.remove(name);
+            }
+        }
+    }
+}
+
+/// Who deleted a bucket name, and when (the deleting gateway's clock).
+#[derive(Serialize, Deserialize)]
+struct Tombstone {
+    owner: String,
+    deleted_unix_ms: i64,
+}
+
+fn tombstone_key(name: &str) -> String {
+    format!("deleted/{name}")
+}
+
+impl UpstreamStorage {
+    /// The record from the cache if fresh enough, else read afresh.
+    pub(super) async fn bucket_for_read(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        match self.read_cache.fresh(name) {
+            Some(record) => Ok(Some(record)),
+            None => self.fresh_bucket(name).await,
+        }
+    }
+
+    /// The record as the state bucket has it now (and cached for reads).
+    pub(super) async fn fresh_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        let record = self.read_record(name).await?.map(|(record, _)| record);
+        self.read_cache.remember(name, record.as_ref());
+        Ok(record)
+    }
+
+    /// Written before a bucket is deleted; see the module documentation.
+    pub(super) async fn leave_tombstone(&self, record: &BucketRecord) -> Result<(), StorageError> {
+        let tombstone = Tombstone { owner: record.owner.clone(), deleted_unix_ms: now_ms() };
+        self.metrics.upstream_request("PutObject");
+        self.client
+            .put_object()
+            .bucket(&self.state_bucket)
+            .key(tombstone_key(&record.name))
+            .content_type("application/json")
+            .body(ByteStream::from(serde_json::to_vec(&tombstone).expect("tombstones serialize")))
+            .send()
+            .await
+            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        Ok(())
+    }
+
+    /// Whether someone other than `owner` deleted the name less than
+    /// [`RECREATE_HOLD`] ago.
+    pub(super) async fn held_for_another(&self, name: &str, owner: &str) -> Result<bool, StorageError> {
+        self.metrics.upstream_request("GetObject");
+        let got = self.client.get_object().bucket(&self.state_bucket).key(tombstone_key(name)).send().await;
+        let output = match got {
+            Ok(output) => output,
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                return if failure.not_found() { Ok(false) } else { Err(failure.into()) };
+            }
+        };
+        let body = output.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let Ok(tombstone) = serde_json::from_slice::<Tombstone>(&body.into_bytes()) else {
+            return Ok(false);
+        };
+        let age_ms = now_ms() - tombstone.deleted_unix_ms;
+        Ok(tombstone.owner != owner && age_ms < RECREATE_HOLD.as_millis() as i64)
+    }
+}
