@@ -12,7 +12,7 @@ use crate::kms::KmsError;
 use crate::metrics::Metrics;
 use crate::policy::PolicyRuntime;
 use crate::rotation::{Rotation, RotationError};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 pub struct Admin {
     pub token: String,
@@ -117,6 +117,7 @@ impl Admin {
                     RotationError::NoSuchBucket => StatusCode::NOT_FOUND,
                     RotationError::NoMasterKey | RotationError::InProgress => StatusCode::CONFLICT,
                     RotationError::Kms(KmsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                    RotationError::Storage(StorageError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 json_error(status, &format!("rewrap of {bucket}: {e}"))

@@ -147,6 +147,12 @@ impl Rotation {
         keep_old_key: bool,
         deep: bool,
     ) -> Result<RewrapReport, RotationError> {
+        if deep && !self.storage.rewraps_in_place() {
+            return Err(StorageError::Unsupported(
+                "deep key rotation (it would rewrite every object upstream; the default rotation rewrites none)",
+            )
+            .into());
+        }
         let _only_one = self.claim(bucket)?;
         let mut report = self.begin(bucket).await?;
         report.deep = deep;

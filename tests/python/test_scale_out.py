@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import pytest
 import requests
 
 import helpers
-from conftest import REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, upstream_args
+from conftest import REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, sealgate_bin, upstream_args
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 from round_robin import RoundRobin  # noqa: E402
@@ -351,6 +352,46 @@ def test_a_deleted_name_is_held_from_other_users_until_caches_expire(fleet):
     helpers.expect_error(lambda: b.get_object(Bucket=bucket, Key="k"), "AccessDenied", 403)
     helpers.expect_error(lambda: b.head_object(Bucket=bucket, Key="k"), "403", 403)
     assert fleet.gateways[1].bob().get_object(Bucket=bucket, Key="k")["Body"].read() == b"bob"
+
+
+def rewrap(gw, bucket: str, *extra: str) -> subprocess.CompletedProcess:
+    """`sealgate kms rewrap`, the operator's command, against one gateway."""
+    return subprocess.run(
+        [str(sealgate_bin()), "kms", "rewrap", "--bucket", bucket, "--admin-url", gw.admin, *extra],
+        env={**os.environ, "SEALGATE_ADMIN_TOKEN": gw.admin_token},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_key_rotation_rewrites_no_object_and_deep_rotation_is_refused(fleet):
+    """A rotation through one gateway moves the bucket to a new master key
+    without touching an upstream object; every gateway still reads every
+    object. A deep rotation would have to rewrite each object upstream: it
+    is refused before it changes anything (it once ran, saw no sealed object
+    in the listing and retired the bucket keys the objects needed)."""
+    a, b, c = fleet.clients
+    up = fleet.upstream()
+    bucket = fleet.bucket(True)
+    bodies = {f"k{i}": marked(3000 + i) for i in range(5)}
+    for key, body in bodies.items():
+        a.put_object(Bucket=bucket, Key=key, Body=body)
+    etags = {key: up.head_object(Bucket=bucket, Key=key)["ETag"] for key in bodies}
+
+    deep = rewrap(fleet.gateways[0], bucket, "--deep")
+    assert deep.returncode != 0 and "deep key rotation" in deep.stderr, (deep.stdout, deep.stderr)
+    for client in (a, b, c):
+        for key, body in bodies.items():
+            assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+    done = rewrap(fleet.gateways[1], bucket)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bucket_keys_rewrapped"] >= 1 and report["old_key_destroyed"] is True
+    assert {key: up.head_object(Bucket=bucket, Key=key)["ETag"] for key in bodies} == etags
+    c.put_object(Bucket=bucket, Key="after", Body=marked(4000))
+    for client in (a, b, c):
+        for key, body in {**bodies, "after": marked(4000)}.items():
+            assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
 
 
 def test_sealed_object_opens_whatever_the_upstream_part_size(fleet):

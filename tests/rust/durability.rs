@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Gateway, files_under, pattern};
+use common::{Gateway, create_encrypted_bucket, files_under, pattern};
 
 #[tokio::test]
 async fn everything_survives_a_restart() {
@@ -125,15 +125,7 @@ async fn overwrites_acknowledged_just_before_a_kill_survive_and_leave_no_garbage
     let mut gw = Gateway::start();
     let s3 = gw.client();
     s3.create_bucket().bucket("plain").send().await.unwrap();
-    s3.create_bucket()
-        .bucket("sealed")
-        .customize()
-        .mutate_request(|req| {
-            req.headers_mut().insert("x-amz-scal-server-side-encryption", "AES256");
-        })
-        .send()
-        .await
-        .unwrap();
+    create_encrypted_bucket(&s3, "sealed").await;
     const KEYS: u64 = 6;
     let put_all = |version: u64| {
         let s3 = s3.clone();

@@ -6,24 +6,12 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use common::{Gateway, files_under, md5_hex, pattern};
+use common::{Gateway, create_encrypted_bucket, files_under, md5_hex, pattern};
 
 const CHUNK: usize = 64 << 10;
 const TAG: usize = 16;
 const STORED_CHUNK: usize = CHUNK + TAG;
 const HEADER: usize = 1;
-
-async fn create_encrypted_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
-    s3.create_bucket()
-        .bucket(bucket)
-        .customize()
-        .mutate_request(|req| {
-            req.headers_mut().insert("x-amz-scal-server-side-encryption", "AES256");
-        })
-        .send()
-        .await
-        .unwrap();
-}
 
 async fn put(
     s3: &aws_sdk_s3::Client,

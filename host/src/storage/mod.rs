@@ -250,6 +250,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
     async fn list_objects(&self, bucket: &BucketRecord, query: &ListQuery) -> Result<ListPage, StorageError>;
 
+    /// Whether `replace_object_sealing` and `replace_upload_sealing` work
+    /// here, and listings report each object's sealing: a deep key
+    /// rotation needs all three, and must not start where they are missing
+    /// (it would retire bucket keys that objects still need).
+    fn rewraps_in_place(&self) -> bool {
+        true
+    }
+
     /// Key rotation: replaces the object's sealing if it still is
     /// `expected`. False when the object was replaced or deleted meanwhile.
     async fn replace_object_sealing(

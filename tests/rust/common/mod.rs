@@ -141,6 +141,19 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Creates `bucket` as an encrypted bucket (the spec's creation header).
+pub async fn create_encrypted_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket()
+        .bucket(bucket)
+        .customize()
+        .mutate_request(|req| {
+            req.headers_mut().insert("x-amz-scal-server-side-encryption", "AES256");
+        })
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

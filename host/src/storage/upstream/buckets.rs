@@ -112,17 +112,10 @@ impl UpstreamStorage {
     /// Whether someone other than `owner` deleted the name less than
     /// [`RECREATE_HOLD`] ago.
     pub(super) async fn held_for_another(&self, name: &str, owner: &str) -> Result<bool, StorageError> {
-        self.metrics.upstream_request("GetObject");
-        let got = self.client.get_object().bucket(&self.state_bucket).key(tombstone_key(name)).send().await;
-        let output = match got {
-            Ok(output) => output,
-            Err(e) => {
-                let failure = Failure::from_sdk(e);
-                return if failure.not_found() { Ok(false) } else { Err(failure.into()) };
-            }
+        let Some((body, _)) = self.read_state_object(&tombstone_key(name)).await? else {
+            return Ok(false);
         };
-        let body = output.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        let Ok(tombstone) = serde_json::from_slice::<Tombstone>(&body.into_bytes()) else {
+        let Ok(tombstone) = serde_json::from_slice::<Tombstone>(&body) else {
             return Ok(false);
         };
         let age_ms = now_ms() - tombstone.deleted_unix_ms;

@@ -129,6 +129,12 @@ impl Storage for UpstreamStorage {
         "s3"
     }
 
+    /// Sealings live in each object's upstream metadata, and listings are
+    /// answered without reading it: see `replace_object_sealing`.
+    fn rewraps_in_place(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.metrics.upstream_request("HeadBucket");
         self.client

@@ -26,8 +26,18 @@ enum Guard<'a> {
 impl UpstreamStorage {
     /// The record and its upstream ETag.
     pub(super) async fn read_record(&self, name: &str) -> Result<Option<(BucketRecord, String)>, StorageError> {
+        let Some((body, etag)) = self.read_state_object(&record_key(name)).await? else {
+            return Ok(None);
+        };
+        let record =
+            serde_json::from_slice(&body).map_err(|e| StorageError::Metadata(format!("bucket record {name}: {e}")))?;
+        Ok(Some((record, etag)))
+    }
+
+    /// An object of the state bucket and its ETag, or None.
+    pub(super) async fn read_state_object(&self, key: &str) -> Result<Option<(bytes::Bytes, String)>, StorageError> {
         self.metrics.upstream_request("GetObject");
-        let got = self.client.get_object().bucket(&self.state_bucket).key(record_key(name)).send().await;
+        let got = self.client.get_object().bucket(&self.state_bucket).key(key).send().await;
         let output = match got {
             Ok(output) => output,
             Err(e) => {
@@ -37,9 +47,7 @@ impl UpstreamStorage {
         };
         let etag = unquote(output.e_tag());
         let body = output.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        let record = serde_json::from_slice(&body.into_bytes())
-            .map_err(|e| StorageError::Metadata(format!("bucket record {name}: {e}")))?;
-        Ok(Some((record, etag)))
+        Ok(Some((body.into_bytes(), etag)))
     }
 
     /// Writes a record; false when the guard did not hold.
