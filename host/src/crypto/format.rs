@@ -148,10 +148,7 @@ impl ChunkBuilder {
     pub fn next_full(&mut self, data: &mut &[u8]) -> Option<BytesMut> {
         let full = self.header_len + CHUNK_LEN as usize;
         while !data.is_empty() {
-            if self.building.capacity() == 0 {
-                self.building = BytesMut::with_capacity(full + TAG_LEN);
-                self.building.resize(self.header_len, 0);
-            }
+            self.start_chunk(CHUNK_LEN as usize);
             if self.building.len() == full {
                 return Some(std::mem::take(&mut self.building));
             }
@@ -164,11 +161,17 @@ impl ChunkBuilder {
 
     /// The last chunk (possibly empty of plaintext).
     pub fn take_last(&mut self) -> BytesMut {
+        self.start_chunk(0);
+        std::mem::take(&mut self.building)
+    }
+
+    /// Starts a chunk buffer (header room, then room for `plaintext` bytes
+    /// and the tag) unless one is being built.
+    fn start_chunk(&mut self, plaintext: usize) {
         if self.building.capacity() == 0 {
-            self.building = BytesMut::with_capacity(self.header_len + TAG_LEN);
+            self.building = BytesMut::with_capacity(self.header_len + plaintext + TAG_LEN);
             self.building.resize(self.header_len, 0);
         }
-        std::mem::take(&mut self.building)
     }
 }
 

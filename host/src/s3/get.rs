@@ -78,8 +78,8 @@ fn select(object: &ObjectRecord, range: Option<&s3s::dto::Range>, part_number: O
 /// The first batch is awaited here: if it fails, the client gets a 500
 /// before any byte.
 /// `prefetched`, when given, holds the object's stored bytes from the
-/// first (see [`Storage::get_object_to_read`]); it is used for a read of
-/// the whole of a one-part object and dropped otherwise.
+/// first (see [`Storage::get_object_to_read`]); it serves a read of all of
+/// a one-part object (see [`Source`]) and is dropped otherwise.
 pub(super) async fn content_stream(
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
@@ -88,8 +88,7 @@ pub(super) async fn content_stream(
     key: Option<&DataKey>,
     prefetched: Option<StoredReader>,
 ) -> S3Result<StreamingBlob> {
-    let whole = range.start == 0 && range.end == object.size && object.parts.len() == 1;
-    let mut prefetched = prefetched.filter(|_| whole);
+    let mut prefetched = prefetched.filter(|_| object.parts.len() == 1);
     let mut pieces = Vec::new();
     let mut offset = 0u64;
     for part in &object.parts {

@@ -21,10 +21,10 @@ use futures::Stream;
 
 pub use records::*;
 
-/// A stream of object bytes.
 /// A blocking reader of stored bytes (read on a blocking thread).
 pub type StoredReader = Box<dyn std::io::Read + Send>;
 
+/// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
 /// Storage failures, each meaning one thing to the S3 front.
