@@ -51,7 +51,7 @@ test-python:
 
 ## The suites that pass against a SeaweedFS upstream (`--backend s3`), run again that way;
 ## the others are listed in docs/scale-out.md with what keeps them local.
-S3_BACKEND_SUITES := test_objects test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
+S3_BACKEND_SUITES := test_objects test_post_object test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
 test-python-s3:
 	SEALGATE_TEST_BACKEND=s3 SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 \
 		$(addprefix tests/python/,$(addsuffix .py,$(S3_BACKEND_SUITES)))

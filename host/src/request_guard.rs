@@ -14,8 +14,8 @@
 //!   the whole file part into memory before it checks the signature. Here
 //!   the form fields (which come first, at most [`MAX_FORM_FIELDS`] bytes)
 //!   are read and the policy signature verified with the user's secret; a
-//!   POST without a valid one is refused with nothing more read. The bytes
-//!   read are then handed on to s3s unchanged.
+//!   POST without a valid one is refused with nothing more read. A signed
+//!   one never reaches s3s: `s3::post` streams its file into storage.
 
 use std::sync::Arc;
 
@@ -144,21 +144,29 @@ impl RequestGuard {
     }
 
     /// Reads the form fields of a browser POST (not its file) and checks
-    /// their signature. Returns the bytes read from `body`, to be sent on
-    /// first.
-    pub async fn check_post_form<S, E>(&self, body: &mut S, boundary: &str) -> Result<Vec<Bytes>, Refusal>
+    /// their signature. The file part is handed back unread, to be
+    /// streamed into storage (s3s 0.14 would collect it in memory first).
+    pub async fn check_post_form<S, E>(&self, body: S, boundary: &str) -> Result<SignedForm, Refusal>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display,
     {
-        let mut recorder = Recorder { inner: body, read: Vec::new(), total: 0 };
-        let fields = read_fields(&mut recorder, boundary).await?;
-        let read = std::mem::take(&mut recorder.read);
-        self.verify_post_signature(&fields)?;
-        Ok(read)
+        let recording = Arc::new(std::sync::Mutex::new(Recording::default()));
+        let recorder = Recorder { inner: body, recording: recording.clone() };
+        let (fields, file) = read_fields(recorder, boundary).await?;
+        let prefix = recording.lock().expect("recording lock").finish();
+        let access_key = self.verify_post_signature(&fields)?;
+        let secret_key = self.users.secret(&access_key).unwrap_or_default().to_owned();
+        let file = file.map(|data| FormFile {
+            name: data.file_name().map(str::to_owned),
+            offset: file_data_offset(&prefix, boundary),
+            data,
+        });
+        Ok(SignedForm { access_key, secret_key, fields, file })
     }
 
-    fn verify_post_signature(&self, fields: &[(String, String)]) -> Result<(), Refusal> {
+    /// The access key whose secret signed the form's policy.
+    fn verify_post_signature(&self, fields: &[(String, String)]) -> Result<String, Refusal> {
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let denied = || Refusal::forbidden("AccessDenied", "Access Denied");
         let policy = field("policy").ok_or_else(denied)?;
@@ -180,7 +188,7 @@ impl RequestGuard {
             })?;
             let expected = sigv4_post_signature(secret, date, region, service, policy);
             return match bool::from(expected.as_bytes().ct_eq(signature.to_ascii_lowercase().as_bytes())) {
-                true => Ok(()),
+                true => Ok(access_key.to_owned()),
                 false => Err(Refusal::forbidden(
                     "SignatureDoesNotMatch",
                     "The request signature we calculated does not match the signature you provided.",
@@ -197,7 +205,7 @@ impl RequestGuard {
             let secret = self.users.secret(access_key).ok_or_else(denied)?;
             let expected = sigv2_post_signature(secret, policy);
             return match bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
-                true => Ok(()),
+                true => Ok(access_key.to_owned()),
                 false => Err(Refusal::forbidden(
                     "SignatureDoesNotMatch",
                     "The request signature we calculated does not match the signature you provided.",
@@ -208,15 +216,57 @@ impl RequestGuard {
     }
 }
 
-/// A body stream that keeps a copy of what it hands out (the form fields
-/// and possibly the start of the file), so it can be sent on to s3s.
-struct Recorder<'b, S> {
-    inner: &'b mut S,
-    read: Vec<Bytes>,
-    total: usize,
+/// A browser POST whose policy signature checked out.
+pub struct SignedForm {
+    pub access_key: String,
+    pub secret_key: String,
+    /// The text fields before the file, names lower-cased, in order.
+    pub fields: Vec<(String, String)>,
+    /// `None` when the form has no file part.
+    pub file: Option<FormFile>,
 }
 
-impl<S, E> Stream for Recorder<'_, S>
+impl SignedForm {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The form's file part, not read yet.
+pub struct FormFile {
+    /// The file name the client gave (`filename=` of its part).
+    pub name: Option<String>,
+    /// Where its first byte is in the request body, when that could be
+    /// told from the bytes read so far.
+    pub offset: Option<u64>,
+    pub data: multer::Field<'static>,
+}
+
+/// What the form parser has read: the fields, and the start of the file.
+#[derive(Default)]
+struct Recording {
+    read: Vec<Bytes>,
+    total: usize,
+    finished: bool,
+}
+
+impl Recording {
+    /// Stops recording (the file streams through from here) and returns
+    /// what was read.
+    fn finish(&mut self) -> Vec<u8> {
+        self.finished = true;
+        std::mem::take(&mut self.read).concat()
+    }
+}
+
+/// A body stream that keeps a copy of what it hands out until the form
+/// fields are read, and refuses to go on if they never end.
+struct Recorder<S> {
+    inner: S,
+    recording: Arc<std::sync::Mutex<Recording>>,
+}
+
+impl<S, E> Stream for Recorder<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -228,14 +278,19 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        if self.total > MAX_FORM_FIELDS + (64 << 10) {
+        let polled = self.inner.poll_next_unpin(cx);
+        let mut recording = self.recording.lock().expect("recording lock");
+        if recording.finished {
+            return polled.map(|item| item.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
+        }
+        if recording.total > MAX_FORM_FIELDS + (64 << 10) {
             // The fields never ended; the parser is told so.
             return Poll::Ready(Some(Err(std::io::Error::other("form fields too large"))));
         }
-        match self.inner.poll_next_unpin(cx) {
+        match polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.total += chunk.len();
-                self.read.push(chunk.clone());
+                recording.total += chunk.len();
+                recording.read.push(chunk.clone());
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e.to_string())))),
@@ -245,10 +300,44 @@ where
     }
 }
 
-/// The text fields before the `file` part, names lower-cased.
-async fn read_fields<S, E>(body: &mut Recorder<'_, S>, boundary: &str) -> Result<Vec<(String, String)>, Refusal>
+/// Where the data of the part named `file` starts in `prefix` (the first
+/// bytes of the body): after its part headers' blank line.
+fn file_data_offset(prefix: &[u8], boundary: &str) -> Option<u64> {
+    let delimiter = format!("--{boundary}");
+    let mut at = 0;
+    while let Some(found) = find(&prefix[at..], delimiter.as_bytes()) {
+        let headers_start = at + found + delimiter.len();
+        let headers_end = headers_start + find(&prefix[headers_start..], b"\r\n\r\n")?;
+        let headers = String::from_utf8_lossy(&prefix[headers_start..headers_end]);
+        let is_file = headers.lines().any(|line| {
+            let Some((name, value)) = line.split_once(':') else { return false };
+            name.trim().eq_ignore_ascii_case("content-disposition")
+                && value.split(';').any(|p| {
+                    p.trim().split_once('=').is_some_and(|(k, v)| {
+                        k.trim().eq_ignore_ascii_case("name") && v.trim().trim_matches('"').eq_ignore_ascii_case("file")
+                    })
+                })
+        });
+        if is_file {
+            return Some((headers_end + 4) as u64);
+        }
+        at = headers_end;
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The text fields before the `file` part, names lower-cased, and the file
+/// part itself, unread.
+async fn read_fields<S, E>(
+    body: Recorder<S>,
+    boundary: &str,
+) -> Result<(Vec<(String, String)>, Option<multer::Field<'static>>), Refusal>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     E: std::fmt::Display,
 {
     let malformed = || {
@@ -263,21 +352,22 @@ where
             "Your POST request fields preceding the upload file were too large.",
         )
     };
-    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(MAX_FORM_FIELDS as u64));
+    // The file's size is checked by whoever reads it (the policy's range).
+    let limits = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().per_field(MAX_FORM_FIELDS as u64).for_field("file", u64::MAX));
     let mut form = multer::Multipart::with_constraints(body, boundary.to_owned(), limits);
     let mut fields = Vec::new();
     let mut size = 0usize;
     loop {
         let field = match form.next_field().await {
             Ok(Some(field)) => field,
-            // The form ended without a file part: s3s answers that.
-            Ok(None) => return Ok(fields),
+            Ok(None) => return Ok((fields, None)),
             Err(multer::Error::StreamReadFailed(_)) => return Err(too_large()),
             Err(_) => return Err(malformed()),
         };
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
         if name == "file" {
-            return Ok(fields);
+            return Ok((fields, Some(field)));
         }
         let value = field.text().await.map_err(|_| too_large())?;
         size += name.len() + value.len();

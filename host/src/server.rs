@@ -27,9 +27,10 @@ use crate::kms::metered::MeteredKms;
 use crate::listener::{ConnectionLimits, StallGuard, accept_loop};
 use crate::metrics::Metrics;
 use crate::policy::{PersistedPolicy, PolicyRuntime};
-use crate::request_guard::{Refusal, RequestGuard};
+use crate::request_guard::{Refusal, RequestGuard, SignedForm};
 use crate::rotation::Rotation;
 use crate::s3::Gateway;
+use crate::s3::error::error_response;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
 use crate::storage::upstream::UpstreamStorage;
@@ -73,8 +74,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(cipher = Implementation::DEFAULT.name(), cpu_features = %crypto::cpu_features(), "bulk cipher");
 
     let gateway = Gateway::new(storage.clone(), policy.clone(), metrics.clone(), settings.region.clone());
-    let guard = Arc::new(RequestGuard { users: Arc::new(users.clone()), allow_sigv2: settings.allow_sigv2 });
-    let s3 = Arc::new(build_s3_service(&settings, gateway, users)?);
+    let front = Arc::new(S3Front {
+        guard: RequestGuard { users: Arc::new(users.clone()), allow_sigv2: settings.allow_sigv2 },
+        s3: build_s3_service(&settings, gateway.clone(), users)?,
+        gateway,
+        host: virtual_host(&settings)?,
+        metrics: metrics.clone(),
+        stall_timeout: settings.connections.body_stall_timeout,
+    });
     spawn_upload_expiry(storage.clone(), expiry);
     let rotation = Rotation::new(storage.clone(), bucket_keys);
     let admin =
@@ -97,10 +104,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     announce(&settings, &main, s3_listener.local_addr()?, admin_listener.local_addr()?);
 
     let graceful = Arc::new(GracefulShutdown::new());
-    let stall_timeout = settings.connections.body_stall_timeout;
     let s3_handler = move |req: Request<Incoming>| {
-        let (s3, metrics, guard) = (s3.clone(), metrics.clone(), guard.clone());
-        async move { Ok::<_, Infallible>(handle_s3(&s3, &metrics, &guard, stall_timeout, req).await) }
+        let front = front.clone();
+        async move { Ok::<_, Infallible>(front.handle(req).await) }
     };
     let admin_handler = move |req: Request<Incoming>| {
         let admin = admin.clone();
@@ -228,12 +234,16 @@ fn build_s3_service(settings: &Settings, gateway: Gateway, users: Users) -> anyh
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users);
     builder.set_access(SignedOnly);
-    if let Some(domain) = &settings.domain {
-        let host =
-            s3s::host::SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
-        builder.set_host(AnyPort(host));
+    if let Some(host) = virtual_host(settings)? {
+        builder.set_host(host);
     }
     Ok(builder.build())
+}
+
+fn virtual_host(settings: &Settings) -> anyhow::Result<Option<AnyPort>> {
+    let Some(domain) = &settings.domain else { return Ok(None) };
+    let host = s3s::host::SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("invalid --domain {domain}: {e}"))?;
+    Ok(Some(AnyPort(host)))
 }
 
 /// Virtual-hosted style under `--domain`, whatever port the client put in
@@ -288,88 +298,153 @@ fn bucket_of(path: &str) -> String {
     path.trim_start_matches('/').split('/').next().unwrap_or_default().to_owned()
 }
 
-async fn handle_s3(
-    s3: &S3Service,
-    metrics: &Metrics,
-    guard: &RequestGuard,
+/// What answers the S3 port: s3s, but for a signed browser POST, which
+/// the gateway streams itself (see `s3::post`).
+struct S3Front {
+    s3: S3Service,
+    gateway: Gateway,
+    guard: RequestGuard,
+    host: Option<AnyPort>,
+    metrics: Arc<Metrics>,
     stall_timeout: Duration,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase();
-    let slot = OperationSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let method = req.method().clone();
-    let bucket = bucket_of(req.uri().path());
-    let bytes_in = header_u64(req.headers(), hyper::header::CONTENT_LENGTH);
-    let expects_continue =
-        req.headers().get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-
-    let (parts, body) = req.into_parts();
-    let (body, stalled) = StallGuard::new(body, stall_timeout);
-    let req = match guarded(guard, parts, body).await {
-        Ok(req) => req,
-        Err(refusal) => {
-            // Refused before s3s read anything: the body (if any) is unread.
-            let mut res = refusal_response(refusal, &request_id);
-            res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-            metrics.record_request("Refused", res.status().as_u16(), started.elapsed().as_secs_f64(), bytes_in, 0);
-            tracing::info!(request_id = %request_id, %method, operation = "Refused", bucket = %bucket, status = res.status().as_u16(), "request");
-            return res;
-        }
-    };
-    let mut res = match s3.call(req).await {
-        Ok(res) => res,
-        Err(e) => {
-            tracing::error!(error = ?e, "s3 service failed");
-            error_response(hyper::StatusCode::INTERNAL_SERVER_ERROR, &internal_error_xml())
-        }
-    };
-    if stalled.load(std::sync::atomic::Ordering::SeqCst) {
-        // Whatever the handler made of the broken body, the client hears
-        // what AWS says, and the connection (its body half read) closes.
-        res = error_response(hyper::StatusCode::BAD_REQUEST, REQUEST_TIMEOUT_XML);
-        res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-    }
-    if method == hyper::Method::POST {
-        align_post_policy_error(&mut res);
-    }
-    stamp_request_id(&mut res, &request_id);
-
-    let status = res.status().as_u16();
-    let operation = slot.0.get().map_or("Unresolved", String::as_str);
-    // Refused before routing (e.g. a bad signature): the body was never
-    // read, so the connection cannot carry another request; say so.
-    //
-    // An empty body with `Expect: 100-continue` gets its final response
-    // without a 100 (hyper's choice, and valid HTTP), but botocore then
-    // keeps that response's status line for the connection's next Expect
-    // request and hangs on it: close such connections so boto3 reconnects.
-    if (status >= 400 && operation == "Unresolved" && bytes_in > 0) || (expects_continue && bytes_in == 0) {
-        res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-    }
-    let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);
-    let elapsed = started.elapsed();
-    metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
-    tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
-    res
 }
 
-/// The checks s3s has no hook for (see [`RequestGuard`]); a browser POST's
-/// form fields are read and verified here, then handed on with the rest.
+/// Where a request goes once [`RequestGuard`] let it through.
+enum Guarded {
+    S3s(Request<Body>),
+    BrowserPost { parts: hyper::http::request::Parts, boundary: String, form: Box<SignedForm> },
+}
+
+impl S3Front {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase();
+        let slot = OperationSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let method = req.method().clone();
+        let bucket = bucket_of(req.uri().path());
+        let bytes_in = header_u64(req.headers(), hyper::header::CONTENT_LENGTH);
+        let expects_continue = req
+            .headers()
+            .get(hyper::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+        let (parts, body) = req.into_parts();
+        let (body, stalled) = StallGuard::new(body, self.stall_timeout);
+        let guarded = guarded(&self.guard, parts, body).await;
+        let mut res = match guarded {
+            Ok(Guarded::S3s(req)) => match self.s3.call(req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    tracing::error!(error = ?e, "s3 service failed");
+                    error_response(
+                        hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalError",
+                        "We encountered an internal error. Please try again.",
+                    )
+                }
+            },
+            Ok(Guarded::BrowserPost { parts, boundary, form }) => {
+                let _ = slot.0.set("PostObject".to_owned());
+                match self.post_bucket(&parts) {
+                    Ok(name) => self.gateway.browser_post(parts, name, &boundary, *form).await,
+                    Err(refusal) => refusal_response(refusal, &request_id),
+                }
+            }
+            Err(refusal) => {
+                // Refused before s3s read anything: the body (if any) is unread.
+                let mut res = refusal_response(refusal, &request_id);
+                res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                self.metrics.record_request(
+                    "Refused",
+                    res.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                    bytes_in,
+                    0,
+                );
+                tracing::info!(request_id = %request_id, %method, operation = "Refused", bucket = %bucket, status = res.status().as_u16(), "request");
+                return res;
+            }
+        };
+        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            // Whatever the handler made of the broken body, the client hears
+            // what AWS says, and the connection (its body half read) closes.
+            res = error_response(
+                hyper::StatusCode::BAD_REQUEST,
+                "RequestTimeout",
+                "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+            );
+            res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        }
+        stamp_request_id(&mut res, &request_id);
+
+        let status = res.status().as_u16();
+        let operation = slot.0.get().map_or("Unresolved", String::as_str);
+        // Refused before routing (e.g. a bad signature): the body was never
+        // read, so the connection cannot carry another request; say so.
+        //
+        // An empty body with `Expect: 100-continue` gets its final response
+        // without a 100 (hyper's choice, and valid HTTP), but botocore then
+        // keeps that response's status line for the connection's next Expect
+        // request and hangs on it: close such connections so boto3 reconnects.
+        if (status >= 400 && operation == "Unresolved" && bytes_in > 0) || (expects_continue && bytes_in == 0) {
+            res.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        }
+        let bytes_out = header_u64(res.headers(), hyper::header::CONTENT_LENGTH);
+        let elapsed = started.elapsed();
+        self.metrics.record_request(operation, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        tracing::info!(request_id = %request_id, %method, operation, bucket = %bucket, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+        res
+    }
+
+    /// The bucket a browser POST names: the path (path style) or the host
+    /// (virtual-hosted style); a POST to an object path is not S3's.
+    fn post_bucket(&self, parts: &hyper::http::request::Parts) -> Result<String, Refusal> {
+        use s3s::host::S3Host;
+        let path = parts.uri.path().trim_start_matches('/');
+        let host = parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok());
+        // An address names no bucket (s3s's rule too).
+        let is_address = |host: &str| host.parse::<SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok();
+        let from_host = match (&self.host, host) {
+            (Some(parser), Some(host)) if !is_address(host) => {
+                parser.parse_host_header(host).ok().and_then(|v| v.bucket().map(str::to_owned))
+            }
+            _ => None,
+        };
+        let (bucket, key) = match from_host {
+            Some(bucket) => (bucket, path),
+            None => {
+                let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+                (bucket.to_owned(), key)
+            }
+        };
+        if bucket.is_empty() || !key.is_empty() {
+            return Err(Refusal {
+                status: 405,
+                code: "MethodNotAllowed",
+                message: "The specified method is not allowed against this resource.".into(),
+            });
+        }
+        Ok(bucket)
+    }
+}
+
+/// The checks s3s has no hook for (see [`RequestGuard`]). A browser POST's
+/// form fields are read and its signature verified here; a signed one is
+/// answered by the gateway, with its file still unread.
 async fn guarded(
     guard: &RequestGuard,
     parts: hyper::http::request::Parts,
     body: StallGuard<Incoming>,
-) -> Result<Request<Body>, Refusal> {
+) -> Result<Guarded, Refusal> {
     use futures::StreamExt;
-    use http_body_util::{BodyStream, StreamBody};
+    use http_body_util::BodyStream;
     guard.check_head(&parts.uri, &parts.headers)?;
     let Some(boundary) = RequestGuard::post_form_boundary(&parts.method, &parts.headers) else {
-        return Ok(Request::from_parts(parts, Body::http_body(body)));
+        return Ok(Guarded::S3s(Request::from_parts(parts, Body::http_body(body))));
     };
     // Data frames only: a form has no trailers.
-    let mut data = BodyStream::new(body)
+    let data = BodyStream::new(body)
         .filter_map(|frame| async move {
             match frame {
                 Ok(frame) => frame.into_data().ok().map(Ok),
@@ -377,57 +452,15 @@ async fn guarded(
             }
         })
         .boxed();
-    let read = guard.check_post_form(&mut data, &boundary).await?;
-    let replayed = futures::stream::iter(read.into_iter().map(Ok)).chain(data);
-    let body = StreamBody::new(replayed.map(|chunk| chunk.map(hyper::body::Frame::data)));
-    Ok(Request::from_parts(parts, Body::http_body_unsync(body)))
+    let form = guard.check_post_form(data, &boundary).await?;
+    Ok(Guarded::BrowserPost { parts, boundary, form: Box::new(form) })
 }
 
 fn refusal_response(refusal: Refusal, request_id: &str) -> Response<Body> {
     let status = hyper::StatusCode::from_u16(refusal.status).unwrap_or(hyper::StatusCode::FORBIDDEN);
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
-        refusal.code,
-        xml_escape(&refusal.message)
-    );
-    let mut res = error_response(status, &xml);
+    let mut res = error_response(status, refusal.code, &refusal.message);
     stamp_request_id(&mut res, request_id);
     res
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-const REQUEST_TIMEOUT_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.</Message></Error>";
-
-fn error_response(status: hyper::StatusCode, xml: &str) -> Response<Body> {
-    let mut res = Response::new(Body::from(xml.to_owned()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
-    res
-}
-
-fn internal_error_xml() -> String {
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into()
-}
-
-/// s3s 0.14 answers a browser POST whose form breaks a condition of its
-/// signed policy with 400 InvalidPolicyDocument; AWS answers 403
-/// AccessDenied ("Invalid according to Policy"), and clients expect that.
-fn align_post_policy_error(res: &mut Response<Body>) {
-    if res.status() != hyper::StatusCode::BAD_REQUEST {
-        return;
-    }
-    let Some(body) = res.body().bytes() else { return };
-    let text = String::from_utf8_lossy(&body);
-    if !(text.contains("<Code>InvalidPolicyDocument</Code>") && text.contains("Policy condition")) {
-        return;
-    }
-    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy Condition failed</Message></Error>";
-    *res.status_mut() = hyper::StatusCode::FORBIDDEN;
-    res.headers_mut().insert(hyper::header::CONTENT_LENGTH, xml.len().into());
-    *res.body_mut() = Body::from(xml.to_owned());
 }
 
 /// Every response carries the request id in `x-amz-request-id`; error

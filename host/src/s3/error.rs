@@ -1,9 +1,27 @@
 //! How storage failures become S3 errors. Internal details are logged, never
 //! sent to the client.
 
-use s3s::{S3Error, S3ErrorCode, s3_error};
+use s3s::{Body, S3Error, S3ErrorCode, s3_error};
 
 use crate::storage::StorageError;
+
+/// An S3 error answer for requests sealgate answers without s3s (refusals
+/// before routing, browser POST): AWS's XML body.
+pub fn error_response(status: hyper::StatusCode, code: &str, message: &str) -> hyper::Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
+        xml_escape(code),
+        xml_escape(message)
+    );
+    let mut res = hyper::Response::new(Body::from(xml));
+    *res.status_mut() = status;
+    res.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    res
+}
+
+pub fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
 
 pub fn storage_error(e: StorageError) -> S3Error {
     match e {

@@ -1,5 +1,6 @@
-//! The S3 front: s3s parses, authenticates and routes requests; the
-//! [`Gateway`] implements each operation, one S3 concern per file.
+//! The S3 front: s3s parses, authenticates and routes requests (but the
+//! browser POST, see `post`); the [`Gateway`] implements each operation,
+//! one S3 concern per file.
 
 mod body;
 mod bucket;
@@ -13,6 +14,7 @@ mod list;
 mod metadata;
 mod multipart;
 mod policy;
+mod post;
 mod put;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::storage::{BucketRecord, Storage};
 use error::OrS3;
 
 /// The S3 service sealgate offers.
+#[derive(Clone)]
 pub struct Gateway {
     storage: Arc<dyn Storage>,
     policy: Arc<PolicyRuntime>,

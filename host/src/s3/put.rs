@@ -1,41 +1,20 @@
-//! PutObject and PostObject (s3s parses and verifies the browser form and
-//! its signed policy; the upload itself is a PutObject).
+//! PutObject, and the upload of a browser POST (`post.rs` checks the form
+//! and hands its file over as a PutObject with the form's fields as
+//! headers).
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{BodyClaims, SealPlan, drain, ingest};
 use super::conditions::check_write;
 use super::error::OrS3;
 use super::metadata::MetadataInput;
 use super::policy::Ask;
+use super::post::FormLimits;
 use super::{Gateway, now_ms, quoted};
 use crate::crypto::format::SegmentId;
 use crate::policy::Operation;
 use crate::storage::{ObjectRecord, WriteTarget};
-
-/// A browser form carries its encryption settings as form fields, which
-/// s3s parses into the input; the rules read headers, so they are added as
-/// the headers a PUT would have carried.
-fn with_form_encryption_fields(headers: &hyper::HeaderMap, input: &PutObjectInput) -> hyper::HeaderMap {
-    let mut headers = headers.clone();
-    let fields = [
-        ("x-amz-server-side-encryption", input.server_side_encryption.as_ref().map(|v| v.as_str().to_owned())),
-        ("x-amz-server-side-encryption-customer-algorithm", input.sse_customer_algorithm.clone()),
-        ("x-amz-server-side-encryption-customer-key", input.sse_customer_key.clone()),
-        ("x-amz-server-side-encryption-customer-key-md5", input.sse_customer_key_md5.clone()),
-        ("x-amz-server-side-encryption-aws-kms-key-id", input.ssekms_key_id.clone()),
-        ("x-amz-server-side-encryption-context", input.ssekms_encryption_context.clone()),
-    ];
-    for (name, value) in fields {
-        if let Some(value) = value
-            && let Ok(value) = hyper::header::HeaderValue::from_str(&value)
-        {
-            headers.insert(name, value);
-        }
-    }
-    headers
-}
 
 impl Gateway {
     pub(super) async fn do_put_object(
@@ -50,7 +29,7 @@ impl Gateway {
     }
 
     async fn put_object(&self, req: &mut S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        // s3s hands a browser form upload (PostObject) over as a PutObject.
+        // `post.rs` hands a browser form upload over as a PutObject.
         let operation = if req.method == hyper::Method::POST { Operation::PostObject } else { Operation::PutObject };
         let (bucket_name, key) = (req.input.bucket.clone(), req.input.key.clone());
         let bucket = self.owned_bucket(req, &bucket_name).await?;
@@ -70,19 +49,16 @@ impl Gateway {
             let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
-        let form_headers;
-        let headers = if operation == Operation::PostObject {
-            form_headers = with_form_encryption_fields(&req.headers, &req.input);
-            &form_headers
-        } else {
-            &req.headers
-        };
-        let mut ask = Ask::new(operation, &bucket_name, Some(&key), headers);
+        let mut ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
         ask.bucket_state = Some(&bucket.encryption);
         let allowed = self.consult(ask).await?;
 
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok()).or(claims.content_length);
+        let form_limits = req.extensions.get::<FormLimits>().copied();
+        if let Some(limits) = form_limits {
+            claims.max_size = claims.max_size.min(limits.max);
+        }
         let seal =
             allowed.seal_with.as_ref().map(|k| SealPlan { data_key: &k.plaintext, segment: SegmentId::random(1) });
         let target = WriteTarget {
@@ -93,6 +69,12 @@ impl Gateway {
             metadata: self.stored_metadata(allowed.seal_with.as_ref(), &metadata),
         };
         let ingested = ingest(self.storage.as_ref(), target, req.input.body.take(), claims, seal).await?;
+        if form_limits.is_some_and(|limits| ingested.digest.size < limits.min) {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size."
+            ));
+        }
         let record = ObjectRecord {
             size: ingested.digest.size,
             etag: ingested.digest.md5_hex(),

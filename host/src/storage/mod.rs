@@ -183,6 +183,11 @@ pub trait Storage: Send + Sync + 'static {
     fn sealed_format(&self) -> u8 {
         crate::crypto::format::FORMAT_VERSION
     }
+    /// Whether a write must know its length before it starts (an upstream
+    /// PutObject announces it); `local` streams bodies of any length.
+    fn needs_content_length(&self) -> bool {
+        false
+    }
     /// `local` or `s3` (for `/health`).
     fn backend(&self) -> &'static str {
         "local"

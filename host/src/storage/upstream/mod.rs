@@ -129,6 +129,10 @@ impl Storage for UpstreamStorage {
         "s3"
     }
 
+    fn needs_content_length(&self) -> bool {
+        true
+    }
+
     /// Sealings live in each object's upstream metadata, and listings are
     /// answered without reading it: see `replace_object_sealing`.
     fn rewraps_in_place(&self) -> bool {
