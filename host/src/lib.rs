@@ -2,7 +2,8 @@
 //!
 //! The modules follow the request: `listener` (connections, limits,
 //! timeouts; `tls`) → `server` (the request envelope) → `request_guard`
-//! (checks s3s has no hook for) → `auth` (who is calling) → `s3` (one S3
+//! (checks s3s has no hook for; a signed browser POST goes on to
+//! `s3::post`, not s3s) → `auth` (who is calling) → `s3` (one S3
 //! concern per file) → `policy` (the rules, a sandboxed WebAssembly guest)
 //! → `kms` (the customer's keys; `kms::bucket_keys` the key hierarchy) →
 //! `crypto` (sealed chunks: `format` on disk, `format_v2` upstream) →
