@@ -56,6 +56,7 @@ pub struct Metrics {
     policy_swaps: Counter,
     policy_refusals: Counter,
     policy_guest_failures: Counter,
+    policy_violations: Counter,
     policy_evaluation: Histogram,
     policy_swap: Histogram,
     decrypt_failures: Counter,
@@ -80,6 +81,7 @@ impl Default for Metrics {
         let policy_swaps = Counter::default();
         let policy_refusals = Counter::default();
         let policy_guest_failures = Counter::default();
+        let policy_violations = Counter::default();
         // 1 µs … ~33 ms
         let policy_evaluation = Histogram::new(exponential_buckets(0.000_001, 2.0, 16));
         let policy_swap = Histogram::new(exponential_buckets(0.005, 2.0, 10));
@@ -89,6 +91,12 @@ impl Default for Metrics {
             "policy_guest_failures",
             "Guest traps, timeouts, memory-limit hits and malformed decisions",
             policy_guest_failures.clone(),
+        );
+        registry.register(
+            "policy_violations",
+            "Decisions refused because they broke an invariant the host enforces (plaintext into an encrypted \
+             bucket, a key outside the request's scope)",
+            policy_violations.clone(),
         );
         registry.register(
             "policy_evaluation_seconds",
@@ -144,6 +152,7 @@ impl Default for Metrics {
             policy_swaps,
             policy_refusals,
             policy_guest_failures,
+            policy_violations,
             policy_evaluation,
             policy_swap,
         }
@@ -173,6 +182,10 @@ impl Metrics {
 
     pub fn policy_trapped(&self) {
         self.policy_guest_failures.inc();
+    }
+
+    pub fn policy_violated(&self) {
+        self.policy_violations.inc();
     }
 
     pub fn policy_evaluated(&self, seconds: f64) {

@@ -282,7 +282,11 @@ def test_swap_under_load(private_gateway):
 # 13. Hostile modules
 # --------------------------------------------------------------------------
 
-REFUSED = [f"{kind}-always.wasm" for kind in HOSTILE_KINDS] + ["wrong-world.wasm"]
+# The sandbox's limits (HOSTILE_KINDS) and the host-enforced invariants
+# (test_policy_invariants.py) both fail a module that breaks them everywhere
+# at its self-test.
+INVARIANT_KINDS = ["plaintext", "foreign-seal", "leak-keys", "destroy-other"]
+REFUSED = [f"{kind}-always.wasm" for kind in HOSTILE_KINDS + INVARIANT_KINDS] + ["wrong-world.wasm"]
 
 
 @pytest.mark.parametrize("module", REFUSED)

@@ -4,6 +4,7 @@
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 
+use super::invariants::{KeyOrigin, Scope, Violation};
 use crate::kms::{DataKey, KeyContext, Kms, KmsError};
 
 wasmtime::component::bindgen!({
@@ -19,16 +20,20 @@ wasmtime::component::bindgen!({
 pub use sealgate::policy::kms::KmsError as WitKmsError;
 pub use sealgate::policy::types::{BucketState, Operation, Sealed};
 
-/// A data key the guest holds a handle to; the bytes stay here.
-pub struct HeldKey(pub DataKey);
+/// A data key the guest holds a handle to; the bytes stay here, with where
+/// the key came from.
+pub struct HeldKey {
+    pub key: DataKey,
+    pub origin: KeyOrigin,
+}
 
 /// Which object a KMS call is about, so that wrapped keys are bound to it.
 #[derive(Clone)]
 pub struct KeyContexts {
     /// The request's own bucket and key (what is written or read).
     pub target: KeyContext,
-    /// A copy source: its context and the wrapped key stored with it.
-    pub source: Option<(KeyContext, Vec<u8>)>,
+    /// A copy source's context.
+    pub source: Option<KeyContext>,
 }
 
 /// Everything one evaluation may touch. A fresh one per request.
@@ -37,6 +42,11 @@ pub struct GuestState {
     pub limits: StoreLimits,
     pub kms: std::sync::Arc<dyn Kms>,
     pub contexts: KeyContexts,
+    /// The keys this request may create, use or destroy.
+    pub scope: Scope,
+    /// The first out-of-scope KMS call, if the guest made one (it was
+    /// stopped there).
+    pub violation: Option<Violation>,
     /// Keys created during this evaluation (destroyed again if the request fails).
     pub created_keys: Vec<String>,
     /// Keys to destroy once the request has committed.
@@ -67,14 +77,24 @@ fn wit_error(e: KmsError) -> WitKmsError {
 }
 
 impl GuestState {
-    fn hold(&mut self, key: DataKey) -> wasmtime::Result<Resource<HeldKey>> {
-        Ok(self.table.push(HeldKey(key))?)
+    fn hold(&mut self, key: DataKey, origin: KeyOrigin) -> wasmtime::Result<Resource<HeldKey>> {
+        Ok(self.table.push(HeldKey { key, origin })?)
+    }
+
+    /// Stops the guest at an out-of-scope KMS call: a trap, so nothing it
+    /// does afterwards can matter, and the reason kept for the log.
+    fn allowed<T>(&mut self, check: Result<T, Violation>) -> wasmtime::Result<T> {
+        check.map_err(|v| {
+            let message = v.to_string();
+            self.violation.get_or_insert(v);
+            wasmtime::Error::msg(format!("policy violation: {message}"))
+        })
     }
 }
 
 impl sealgate::policy::kms::HostDataKey for GuestState {
     async fn key_id(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&key)?.0.key_id.clone())
+        Ok(self.table.get(&key)?.key.key_id.clone())
     }
 
     async fn drop(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<()> {
@@ -85,6 +105,8 @@ impl sealgate::policy::kms::HostDataKey for GuestState {
 
 impl sealgate::policy::kms::Host for GuestState {
     async fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
+        let check = self.scope.may_create_key(&bucket, self.created_keys.len());
+        self.allowed(check)?;
         let kms = self.kms.clone();
         let created = kms.create_key(&bucket).await;
         if let Ok(key_id) = &created {
@@ -94,9 +116,11 @@ impl sealgate::policy::kms::Host for GuestState {
     }
 
     async fn generate_data_key(&mut self, key_id: String) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let check = self.scope.may_generate(&key_id);
+        self.allowed(check)?;
         let (kms, context) = (self.kms.clone(), self.contexts.target.clone());
         match kms.generate_data_key(&key_id, &context).await {
-            Ok(key) => Ok(Ok(self.hold(key)?)),
+            Ok(key) => Ok(Ok(self.hold(key, KeyOrigin::Generated)?)),
             Err(e) => Ok(Err(wit_error(e))),
         }
     }
@@ -106,18 +130,22 @@ impl sealgate::policy::kms::Host for GuestState {
         key_id: String,
         wrapped: Vec<u8>,
     ) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
-        let context = match &self.contexts.source {
-            Some((source, source_wrapped)) if *source_wrapped == wrapped => source.clone(),
+        let check = self.scope.may_unwrap(&key_id, &wrapped);
+        let origin = self.allowed(check)?;
+        let context = match (&self.contexts.source, origin) {
+            (Some(source), KeyOrigin::Source) => source.clone(),
             _ => self.contexts.target.clone(),
         };
         let kms = self.kms.clone();
         match kms.unwrap_data_key(&key_id, &wrapped, &context).await {
-            Ok(key) => Ok(Ok(self.hold(key)?)),
+            Ok(key) => Ok(Ok(self.hold(key, origin)?)),
             Err(e) => Ok(Err(wit_error(e))),
         }
     }
 
     async fn destroy_bucket_key(&mut self, key_id: String) -> wasmtime::Result<Result<(), WitKmsError>> {
+        let check = self.scope.may_destroy(&key_id);
+        self.allowed(check)?;
         // Deferred: the bucket deletion may still fail (not empty), and a
         // key destroyed too early would make its objects unreadable.
         self.destroy_after_commit.push(key_id);

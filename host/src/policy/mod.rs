@@ -9,6 +9,7 @@
 //! front answers with 500 InternalError, having written nothing.
 
 mod guest;
+mod invariants;
 pub mod persisted;
 mod selftest;
 
@@ -27,6 +28,7 @@ use wasmtime::{
 
 pub use guest::{BucketState, KeyContexts, Operation, Request, Sealed};
 use guest::{Decision, GuestState, HeldKey, PolicyPre};
+use invariants::{KeyOrigin, Scope};
 pub use persisted::PersistedPolicy;
 
 use crate::kms::{DataKey, Kms};
@@ -65,6 +67,8 @@ pub enum PolicyError {
     Guest(String),
     #[error("guest returned a malformed decision: {0}")]
     Malformed(String),
+    #[error("the module broke a host-enforced invariant: {0}")]
+    Violation(String),
     #[error("module not swapped in: it could not be kept for restarts: {0}")]
     Persist(String),
 }
@@ -101,32 +105,45 @@ pub struct Allowed {
     pub after: AfterCommit,
 }
 
-/// KMS work that depends on whether the request commits.
+/// KMS work that depends on whether the request commits. Dropped without
+/// either outcome (a handler returned early), it counts as failed.
 #[derive(Default)]
 pub struct AfterCommit {
     kms: Option<Arc<dyn Kms>>,
+    /// Created by this request and attached to its bucket.
     created_keys: Vec<String>,
     destroy_keys: Vec<String>,
 }
 
+async fn destroy_keys(kms: &dyn Kms, keys: Vec<String>, why: &str) {
+    for key_id in keys {
+        if let Err(e) = kms.destroy_key(&key_id).await {
+            tracing::warn!(key_id = %key_id, error = %e, "could not destroy {why}");
+        }
+    }
+}
+
 impl AfterCommit {
     /// The request committed: carry out deferred key destructions.
-    pub async fn committed(self) {
-        let Some(kms) = self.kms else { return };
-        for key_id in self.destroy_keys {
-            if let Err(e) = kms.destroy_key(&key_id).await {
-                tracing::warn!(key_id = %key_id, error = %e, "could not destroy a bucket master key");
-            }
-        }
+    pub async fn committed(mut self) {
+        self.created_keys.clear();
+        let Some(kms) = self.kms.clone() else { return };
+        destroy_keys(kms.as_ref(), std::mem::take(&mut self.destroy_keys), "a bucket master key").await;
     }
 
     /// The request failed: keys created for it are destroyed again.
-    pub async fn failed(self) {
-        let Some(kms) = self.kms else { return };
-        for key_id in self.created_keys {
-            if let Err(e) = kms.destroy_key(&key_id).await {
-                tracing::warn!(key_id = %key_id, error = %e, "could not destroy an unused bucket master key");
-            }
+    pub async fn failed(mut self) {
+        let Some(kms) = self.kms.clone() else { return };
+        destroy_keys(kms.as_ref(), std::mem::take(&mut self.created_keys), "an unused bucket master key").await;
+    }
+}
+
+impl Drop for AfterCommit {
+    fn drop(&mut self) {
+        let (Some(kms), false) = (self.kms.take(), self.created_keys.is_empty()) else { return };
+        let keys = std::mem::take(&mut self.created_keys);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { destroy_keys(kms.as_ref(), keys, "an unused bucket master key").await });
         }
     }
 }
@@ -192,7 +209,7 @@ impl PolicyRuntime {
             (None, Some(module)) => module,
             (None, None) => (DEFAULT_MODULE.to_vec(), "embedded default".into()),
         };
-        let loaded = prepare(&engine, &linker, kms.clone(), bytes, source).await?;
+        let loaded = prepare(&engine, &linker, bytes, source).await?;
         let runtime = Arc::new(Self {
             engine,
             linker,
@@ -232,7 +249,7 @@ impl PolicyRuntime {
         let _one_at_a_time = self.swap_lock.lock().await;
         let started = Instant::now();
         let kept = self.persisted.as_ref().map(|_| (bytes.clone(), source.clone()));
-        let prepared = prepare(&self.engine, &self.linker, self.kms.clone(), bytes, source).await;
+        let prepared = prepare(&self.engine, &self.linker, bytes, source).await;
         let prepared = match (prepared, &self.persisted, kept) {
             (Ok(loaded), Some(store), Some((bytes, source))) => store
                 .save(&bytes, &loaded.info.sha256, &source)
@@ -261,36 +278,67 @@ impl PolicyRuntime {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
         let loaded = self.current.load_full();
         let started = Instant::now();
-        let mut store = new_store(&self.engine, self.kms.clone(), contexts, &loaded.info.sha256);
-        let bucket_key = request.bucket_state.as_ref().and_then(|b| b.key_id.clone());
-        let result = call_evaluate(&loaded.pre, &mut store, &request).await;
+        let sha256 = &loaded.info.sha256;
+        let verdict = evaluate_once(&self.engine, &loaded.pre, sha256, self.kms.clone(), &request, contexts).await;
         self.metrics.policy_evaluated(started.elapsed().as_secs_f64());
-        let decision = match result {
-            Ok(d) => d,
+        match &verdict {
+            Err(e @ PolicyError::Violation(_)) => {
+                self.metrics.policy_violated();
+                tracing::error!(module_sha256 = %sha256, operation = ?request.operation, error = %e, "policy decision refused");
+            }
             Err(e) => {
                 self.metrics.policy_trapped();
-                let memory = store.data().memory_refused;
-                tracing::error!(module_sha256 = %loaded.info.sha256, memory_limit_hit = memory, error = %e, "policy guest failed");
-                AfterCommit {
-                    kms: Some(self.kms.clone()),
-                    created_keys: std::mem::take(&mut store.data_mut().created_keys),
-                    destroy_keys: vec![],
-                }
-                .failed()
-                .await;
-                return Err(e);
+                tracing::error!(module_sha256 = %sha256, operation = ?request.operation, error = %e, "policy guest failed");
             }
-        };
-        let verdict = resolve(decision, &mut store, bucket_key.as_deref(), self.kms.clone());
-        if let Err(e) = &verdict {
-            self.metrics.policy_trapped();
-            tracing::error!(module_sha256 = %loaded.info.sha256, error = %e, "policy guest returned a malformed decision");
+            Ok(_) => {}
         }
         verdict
     }
 }
 
-fn new_store(engine: &Engine, kms: Arc<dyn Kms>, contexts: KeyContexts, sha256: &str) -> Store<GuestState> {
+/// One evaluation on a fresh store: run the guest, check its decision
+/// against the host's invariants, and settle the keys it created — those
+/// of a denied, failed or refused request, and those it did not attach,
+/// are destroyed here.
+async fn evaluate_once(
+    engine: &Engine,
+    pre: &PolicyPre<GuestState>,
+    sha256: &str,
+    kms: Arc<dyn Kms>,
+    request: &Request,
+    contexts: KeyContexts,
+) -> Result<Verdict, PolicyError> {
+    let mut store = new_store(engine, kms.clone(), contexts, Scope::of(request), sha256);
+    let decision = call_evaluate(pre, &mut store, request).await;
+    // A violation at an import trapped the guest; it is the reason to report.
+    let verdict = match (store.data_mut().violation.take(), decision) {
+        (Some(v), _) => Err(PolicyError::Violation(v.to_string())),
+        (None, Err(e)) if store.data().memory_refused => Err(PolicyError::Guest(format!("memory limit hit: {e}"))),
+        (None, Err(e)) => Err(e),
+        (None, Ok(decision)) => resolve(decision, &mut store),
+    };
+    let state = store.data_mut();
+    let (created, destroy) = (std::mem::take(&mut state.created_keys), std::mem::take(&mut state.destroy_after_commit));
+    let attached = match &verdict {
+        Ok(Verdict::Allow(allowed)) => allowed.bucket_state.as_ref().and_then(|b| b.key_id.clone()),
+        _ => None,
+    };
+    let (attached, unused): (Vec<_>, Vec<_>) = created.into_iter().partition(|k| Some(k) == attached.as_ref());
+    destroy_keys(kms.as_ref(), unused, "an unused bucket master key").await;
+    let mut verdict = verdict?;
+    if let Verdict::Allow(allowed) = &mut verdict {
+        allowed.after = AfterCommit { kms: Some(kms), created_keys: attached, destroy_keys: destroy };
+    }
+    Ok(verdict)
+}
+
+fn new_store(
+    engine: &Engine,
+    kms: Arc<dyn Kms>,
+    contexts: KeyContexts,
+    scope: Scope,
+    sha256: &str,
+) -> Store<GuestState> {
     let state = GuestState {
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
@@ -301,6 +349,8 @@ fn new_store(engine: &Engine, kms: Arc<dyn Kms>, contexts: KeyContexts, sha256: 
             .build(),
         kms,
         contexts,
+        scope,
+        violation: None,
         created_keys: Vec::new(),
         destroy_after_commit: Vec::new(),
         ticks_running: 0,
@@ -336,7 +386,6 @@ async fn call_evaluate(
 async fn prepare(
     engine: &Engine,
     linker: &Linker<GuestState>,
-    kms: Arc<dyn Kms>,
     bytes: Vec<u8>,
     source: String,
 ) -> Result<LoadedPolicy, PolicyError> {
@@ -350,7 +399,7 @@ async fn prepare(
     let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
     let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
     let (name, version) = describe(engine, &pre, &sha256).await?;
-    selftest::run(engine, &pre, &sha256, kms).await?;
+    selftest::run(engine, &pre, &sha256).await?;
     let info = PolicyInfo {
         name,
         version,
@@ -381,7 +430,9 @@ fn check_resources(component: &Component) -> Result<(), PolicyError> {
 }
 
 async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) -> Result<(String, String), PolicyError> {
-    let mut store = new_store(engine, selftest::kms(), selftest::contexts(), sha256);
+    let names = selftest::Names::random();
+    let scope = Scope::of(&names.request(Operation::GetObject, &[], None));
+    let mut store = new_store(engine, selftest::kms(), names.contexts(), scope, sha256);
     let policy =
         pre.instantiate_async(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("instantiation: {e:#}")))?;
     let (name, version) =
@@ -396,28 +447,44 @@ async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) ->
 fn take_key(
     store: &mut Store<GuestState>,
     handle: Option<wasmtime::component::Resource<HeldKey>>,
-) -> Result<Option<DataKey>, PolicyError> {
+) -> Result<Option<HeldKey>, PolicyError> {
     match handle {
         None => Ok(None),
         Some(h) => store
             .data_mut()
             .table
             .delete(h)
-            .map(|held| Some(held.0))
+            .map(Some)
             .map_err(|e| PolicyError::Malformed(format!("data key handle: {e}"))),
     }
 }
 
+/// Response headers a module may not set: the host says what it stored.
+const HOST_OWNED_HEADER_PREFIX: &str = "x-amz-server-side-encryption";
+
+/// A module's response headers: valid `x-amz-*` headers, without the ones
+/// the host owns.
+fn module_headers(headers: Vec<(String, String)>) -> Result<HeaderMap, PolicyError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let parsed = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value));
+        match parsed {
+            (Ok(_), Ok(_)) if lower.starts_with(HOST_OWNED_HEADER_PREFIX) => {}
+            (Ok(n), Ok(v)) if lower.starts_with("x-amz-") => {
+                map.insert(n, v);
+            }
+            _ => return Err(PolicyError::Malformed(format!("response header {name:?}"))),
+        }
+    }
+    Ok(map)
+}
+
 /// Checks a decision and resolves its key handles. A decision is malformed
-/// when an error is not an HTTP error status with an S3-style code, a
-/// response header is not a valid `x-amz-*` header, or a bucket setting
-/// names a key the bucket did not have and this evaluation did not create.
-fn resolve(
-    decision: Decision,
-    store: &mut Store<GuestState>,
-    bucket_key: Option<&str>,
-    kms: Arc<dyn Kms>,
-) -> Result<Verdict, PolicyError> {
+/// when an error is not an HTTP error status with an S3-style code or a
+/// response header is not a valid `x-amz-*` header; it is a violation when
+/// it breaks an invariant the host enforces (see [`invariants`]).
+fn resolve(decision: Decision, store: &mut Store<GuestState>) -> Result<Verdict, PolicyError> {
     let effects = match decision {
         Decision::Deny(e) => {
             let code_ok = !e.code.is_empty() && e.code.len() <= 64 && e.code.chars().all(|c| c.is_ascii_alphanumeric());
@@ -431,40 +498,26 @@ fn resolve(
     };
     let seal_with = take_key(store, effects.seal_with)?;
     let open_with = take_key(store, effects.open_with)?;
-    let mut response_headers = HeaderMap::new();
-    for (name, value) in effects.response_headers {
-        let valid_name = name.to_ascii_lowercase().starts_with("x-amz-");
-        let parsed = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value));
-        match parsed {
-            (Ok(n), Ok(v)) if valid_name => {
-                response_headers.insert(n, v);
-            }
-            _ => return Err(PolicyError::Malformed(format!("response header {name:?}"))),
-        }
-    }
-    let state = store.data_mut();
-    if let Some(bucket) = &effects.bucket_state {
-        match bucket.key_id.as_deref() {
-            None if bucket.encrypted => return Err(PolicyError::Malformed("an encrypted bucket without a key".into())),
-            Some(k) if Some(k) != bucket_key && !state.created_keys.iter().any(|c| c == k) => {
-                return Err(PolicyError::Malformed(format!(
-                    "bucket key {k:?} was neither the bucket's nor created now"
-                )));
-            }
-            _ => {}
-        }
-    }
-    let after = AfterCommit {
-        kms: Some(kms),
-        created_keys: std::mem::take(&mut state.created_keys),
-        destroy_keys: std::mem::take(&mut state.destroy_after_commit),
+    let mut response_headers = module_headers(effects.response_headers)?;
+    let state = store.data();
+    let origin = |k: &Option<HeldKey>| k.as_ref().map(|k| k.origin);
+    let (seal_origin, open_origin): (Option<KeyOrigin>, _) = (origin(&seal_with), origin(&open_with));
+    let checked = invariants::Effects {
+        bucket_state: effects.bucket_state.as_ref(),
+        seal_with: seal_origin,
+        open_with: open_origin,
+        created_keys: &state.created_keys,
     };
+    state.scope.check_effects(&checked).map_err(|v| PolicyError::Violation(v.to_string()))?;
+    if state.scope.sealed_response(seal_origin) {
+        response_headers.insert(HOST_OWNED_HEADER_PREFIX, HeaderValue::from_static("AES256"));
+    }
     Ok(Verdict::Allow(Box::new(Allowed {
         bucket_state: effects.bucket_state,
-        seal_with,
-        open_with,
+        seal_with: seal_with.map(|k| k.key),
+        open_with: open_with.map(|k| k.key),
         report_algorithm: effects.report_algorithm,
         response_headers,
-        after,
+        after: AfterCommit::default(),
     })))
 }

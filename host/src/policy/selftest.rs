@@ -1,20 +1,40 @@
-//! The checks a candidate module must pass before it is swapped in: fixed
-//! requests, each on a throw-away store with an in-memory KMS, whose
-//! decisions must be the ones the product documentation requires.
+//! The checks a candidate module must pass before it is swapped in:
+//! requests the product documentation fixes the answer to, each on a
+//! throw-away store with an in-memory KMS, run through the same evaluation
+//! (and the same host-enforced invariants) as live traffic. Bucket names,
+//! object keys and key ids are random and change every round, so a module
+//! cannot recognise the self-test by a fixed name and behave only there.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
+use rand::Rng;
 use wasmtime::Engine;
 use zeroize::Zeroizing;
 
 use super::guest::{BucketState, Operation, PolicyPre, Request, Sealed};
-use super::{KeyContexts, PolicyError, Verdict, new_store};
+use super::{KeyContexts, PolicyError, Verdict, evaluate_once};
 use crate::kms::{DataKey, KeyContext, Kms, KmsError};
 
-/// Hands out throw-away keys; never talks to the real KMS.
+/// Rounds of the whole set of cases, each with new names.
+const ROUNDS: usize = 3;
+
+/// Hands out throw-away keys; never talks to the real KMS. Remembers which
+/// master keys exist, so that a key left behind by a denied request shows.
+#[derive(Default)]
 struct SelfTestKms {
-    next: AtomicU32,
+    live: Mutex<HashSet<String>>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+/// A key id shaped like the embedded KMS's.
+fn random_key_id() -> String {
+    format!("local-{}", random_hex(16))
 }
 
 #[async_trait::async_trait]
@@ -23,7 +43,9 @@ impl Kms for SelfTestKms {
         "self-test"
     }
     async fn create_key(&self, _bucket: &str) -> Result<String, KmsError> {
-        Ok(format!("selftest-{}", self.next.fetch_add(1, Ordering::Relaxed)))
+        let key_id = random_key_id();
+        self.live.lock().expect("self-test KMS lock").insert(key_id.clone());
+        Ok(key_id)
     }
     async fn generate_data_key(&self, key_id: &str, _context: &KeyContext) -> Result<DataKey, KmsError> {
         Ok(DataKey { key_id: key_id.to_owned(), plaintext: Zeroizing::new([7; 32]), wrapped: vec![1, 2, 3] })
@@ -34,7 +56,8 @@ impl Kms for SelfTestKms {
     async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], _context: &KeyContext) -> Result<DataKey, KmsError> {
         Ok(DataKey { key_id: key_id.to_owned(), plaintext: Zeroizing::new([7; 32]), wrapped: wrapped.to_vec() })
     }
-    async fn destroy_key(&self, _key_id: &str) -> Result<(), KmsError> {
+    async fn destroy_key(&self, key_id: &str) -> Result<(), KmsError> {
+        self.live.lock().expect("self-test KMS lock").remove(key_id);
         Ok(())
     }
     async fn health(&self) -> Result<(), KmsError> {
@@ -43,28 +66,70 @@ impl Kms for SelfTestKms {
 }
 
 pub(super) fn kms() -> Arc<dyn Kms> {
-    Arc::new(SelfTestKms { next: AtomicU32::new(1) })
+    Arc::new(SelfTestKms::default())
 }
 
-pub(super) fn contexts() -> KeyContexts {
-    KeyContexts { target: KeyContext { bucket: "selftest".into(), key: "object".into() }, source: None }
+/// One round's names: a bucket and object, a copy source elsewhere, and
+/// the master keys of both buckets.
+pub(super) struct Names {
+    bucket: String,
+    key: String,
+    source_bucket: String,
+    source_key: String,
+    bucket_key_id: String,
+    source_key_id: String,
 }
 
-fn request(operation: Operation, headers: &[(&str, &str)], bucket: Option<BucketState>) -> Request {
-    Request {
-        operation,
-        bucket: "selftest".into(),
-        key: Some("object".into()),
-        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
-        bucket_state: bucket,
-        target: None,
-        source: None,
-        requested_algorithm: None,
+impl Names {
+    pub(super) fn random() -> Self {
+        const WORDS: [&str; 6] = ["data", "logs", "backup", "media", "reports", "archive"];
+        let word = || WORDS[rand::rng().random_range(0..WORDS.len())];
+        Self {
+            bucket: format!("{}-{}", word(), random_hex(4)),
+            key: format!("{}/{}.bin", word(), random_hex(6)),
+            source_bucket: format!("{}-{}", word(), random_hex(4)),
+            source_key: format!("{}/{}", word(), random_hex(6)),
+            bucket_key_id: random_key_id(),
+            source_key_id: random_key_id(),
+        }
     }
-}
 
-fn encrypted() -> Option<BucketState> {
-    Some(BucketState { encrypted: true, key_id: Some("selftest-bucket".into()) })
+    pub(super) fn contexts(&self) -> KeyContexts {
+        KeyContexts {
+            target: KeyContext { bucket: self.bucket.clone(), key: self.key.clone() },
+            source: Some(KeyContext { bucket: self.source_bucket.clone(), key: self.source_key.clone() }),
+        }
+    }
+
+    pub(super) fn request(
+        &self,
+        operation: Operation,
+        headers: &[(&str, &str)],
+        bucket: Option<BucketState>,
+    ) -> Request {
+        Request {
+            operation,
+            bucket: self.bucket.clone(),
+            key: Some(self.key.clone()),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            bucket_state: bucket,
+            target: None,
+            source: None,
+            requested_algorithm: None,
+        }
+    }
+
+    fn encrypted(&self) -> Option<BucketState> {
+        Some(BucketState { encrypted: true, key_id: Some(self.bucket_key_id.clone()) })
+    }
+
+    fn sealed_here(&self) -> Option<Sealed> {
+        Some(Sealed { key_id: self.bucket_key_id.clone(), wrapped_key: random_hex(8).into_bytes() })
+    }
+
+    fn sealed_source(&self) -> Option<Sealed> {
+        Some(Sealed { key_id: self.source_key_id.clone(), wrapped_key: random_hex(8).into_bytes() })
+    }
 }
 
 fn plain() -> Option<BucketState> {
@@ -78,74 +143,107 @@ enum Expect {
     Seal,
     NoSeal,
     Open,
+    SealAndOpen,
+    Allow,
 }
 
-fn cases() -> Vec<(&'static str, Request, Expect)> {
+fn cases(n: &Names) -> Vec<(&'static str, Request, Expect)> {
     let scal = "x-amz-scal-server-side-encryption";
-    let mut get = request(Operation::GetObject, &[], encrypted());
-    get.target = Some(Sealed { key_id: "selftest-bucket".into(), wrapped_key: vec![9; 8] });
+    let sse = "x-amz-server-side-encryption";
+    let with = |mut request: Request, target: Option<Sealed>, source: Option<Sealed>| {
+        request.target = target;
+        request.source = source;
+        request
+    };
     vec![
         (
             "encrypted bucket creation",
-            request(Operation::CreateBucket, &[(scal, "AES256")], None),
+            n.request(Operation::CreateBucket, &[(scal, "AES256")], None),
             Expect::EncryptedBucket,
         ),
         (
             "unsupported bucket algorithm",
-            request(Operation::CreateBucket, &[(scal, "aws:kms")], None),
+            n.request(Operation::CreateBucket, &[(scal, "aws:kms")], None),
             Expect::Deny(400, "InvalidArgument"),
         ),
-        ("put into an encrypted bucket", request(Operation::PutObject, &[], encrypted()), Expect::Seal),
-        ("put into a plaintext bucket", request(Operation::PutObject, &[], plain()), Expect::NoSeal),
+        ("put into an encrypted bucket", n.request(Operation::PutObject, &[], n.encrypted()), Expect::Seal),
+        ("put into a plaintext bucket", n.request(Operation::PutObject, &[], plain()), Expect::NoSeal),
         (
             "object header on a plaintext bucket",
-            request(Operation::PutObject, &[("x-amz-server-side-encryption", "AES256")], plain()),
+            n.request(Operation::PutObject, &[(sse, "AES256")], plain()),
             Expect::Deny(400, "InvalidArgument"),
         ),
         (
             "non-AES256 object header",
-            request(Operation::PutObject, &[("x-amz-server-side-encryption", "aws:kms")], encrypted()),
+            n.request(Operation::PutObject, &[(sse, "aws:kms")], n.encrypted()),
             Expect::Deny(400, "InvalidArgument"),
         ),
         (
             "SSE-C",
-            request(
+            n.request(
                 Operation::PutObject,
                 &[("x-amz-server-side-encryption-customer-algorithm", "AES256")],
-                encrypted(),
+                n.encrypted(),
             ),
             Expect::Deny(501, "NotImplemented"),
         ),
-        ("get of a sealed object", get, Expect::Open),
+        (
+            "get of a sealed object",
+            with(n.request(Operation::GetObject, &[], n.encrypted()), n.sealed_here(), None),
+            Expect::Open,
+        ),
+        (
+            "head of a sealed object",
+            with(n.request(Operation::HeadObject, &[], n.encrypted()), n.sealed_here(), None),
+            Expect::Allow,
+        ),
+        (
+            "copy of a sealed object into an encrypted bucket",
+            with(n.request(Operation::CopyObject, &[], n.encrypted()), None, n.sealed_source()),
+            Expect::SealAndOpen,
+        ),
+        (
+            "part of a sealed upload",
+            with(n.request(Operation::UploadPart, &[], n.encrypted()), n.sealed_here(), None),
+            Expect::Seal,
+        ),
+        ("deletion of an encrypted bucket", n.request(Operation::DeleteBucket, &[], n.encrypted()), Expect::Allow),
     ]
 }
 
-pub(super) async fn run(
-    engine: &Engine,
-    pre: &PolicyPre<super::GuestState>,
-    sha256: &str,
-    _real_kms: Arc<dyn Kms>,
-) -> Result<(), PolicyError> {
-    for (name, request, expect) in cases() {
-        let mut store = new_store(engine, kms(), contexts(), sha256);
-        let bucket_key = request.bucket_state.as_ref().and_then(|b| b.key_id.clone());
-        let decision = super::call_evaluate(pre, &mut store, &request)
-            .await
-            .map_err(|e| PolicyError::SelfTest(format!("{name}: {e}")))?;
-        let verdict = super::resolve(decision, &mut store, bucket_key.as_deref(), kms())
-            .map_err(|e| PolicyError::SelfTest(format!("{name}: {e}")))?;
-        let ok = match (&expect, &verdict) {
-            (Expect::Deny(status, code), Verdict::Deny { status: s, code: c, .. }) => s == status && c == code,
-            (Expect::EncryptedBucket, Verdict::Allow(a)) => {
-                a.bucket_state.as_ref().is_some_and(|b| b.encrypted && b.key_id.is_some())
+fn as_expected(expect: &Expect, verdict: &Verdict) -> bool {
+    match (expect, verdict) {
+        (Expect::Deny(status, code), Verdict::Deny { status: s, code: c, .. }) => s == status && c == code,
+        (Expect::EncryptedBucket, Verdict::Allow(a)) => {
+            a.bucket_state.as_ref().is_some_and(|b| b.encrypted && b.key_id.is_some())
+        }
+        (Expect::Seal, Verdict::Allow(a)) => a.seal_with.is_some(),
+        (Expect::NoSeal, Verdict::Allow(a)) => a.seal_with.is_none(),
+        (Expect::Open, Verdict::Allow(a)) => a.open_with.is_some(),
+        (Expect::SealAndOpen, Verdict::Allow(a)) => a.seal_with.is_some() && a.open_with.is_some(),
+        (Expect::Allow, Verdict::Allow(_)) => true,
+        _ => false,
+    }
+}
+
+pub(super) async fn run(engine: &Engine, pre: &PolicyPre<super::GuestState>, sha256: &str) -> Result<(), PolicyError> {
+    for _ in 0..ROUNDS {
+        let names = Names::random();
+        for (name, request, expect) in cases(&names) {
+            let kms = Arc::new(SelfTestKms::default());
+            let verdict = evaluate_once(engine, pre, sha256, kms.clone(), &request, names.contexts())
+                .await
+                .map_err(|e| PolicyError::SelfTest(format!("{name}: {e}")))?;
+            if !as_expected(&expect, &verdict) {
+                return Err(PolicyError::SelfTest(format!("{name}: unexpected decision")));
             }
-            (Expect::Seal, Verdict::Allow(a)) => a.seal_with.is_some(),
-            (Expect::NoSeal, Verdict::Allow(a)) => a.seal_with.is_none(),
-            (Expect::Open, Verdict::Allow(a)) => a.open_with.is_some(),
-            _ => false,
-        };
-        if !ok {
-            return Err(PolicyError::SelfTest(format!("{name}: unexpected decision")));
+            if let Verdict::Allow(allowed) = verdict {
+                // What a handler does when storing fails: the request's keys go.
+                allowed.after.failed().await;
+            }
+            if !kms.live.lock().expect("self-test KMS lock").is_empty() {
+                return Err(PolicyError::SelfTest(format!("{name}: a master key was left behind")));
+            }
         }
     }
     Ok(())

@@ -78,9 +78,7 @@ impl Gateway {
         };
         let contexts = KeyContexts {
             target: KeyContext { bucket: ask.bucket.to_owned(), key: ask.key.unwrap_or_default().to_owned() },
-            source: ask.source.and_then(|(bucket, key, s)| {
-                s.map(|s| (KeyContext { bucket: bucket.to_owned(), key: key.to_owned() }, s.wrapped_key.clone()))
-            }),
+            source: ask.source.map(|(bucket, key, _)| KeyContext { bucket: bucket.to_owned(), key: key.to_owned() }),
         };
         match self.policy.evaluate(request, contexts).await {
             Ok(Verdict::Allow(allowed)) => Ok(*allowed),
