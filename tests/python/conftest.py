@@ -94,8 +94,10 @@ class Gateway:
     """One sealgate process plus its data dir and (separate) local KMS dir."""
 
     def __init__(self, base_dir: Path, users_toml: str | None = USERS_TOML, kms_args: list[str] | None = None,
-                 backend_args: list[str] | None = None):
+                 backend_args: list[str] | None = None, extra_args: list[str] | None = None):
         self.base_dir = Path(base_dir)
+        # Any other flags a test needs (appended last).
+        self.extra_args = list(extra_args or [])
         # Flags choosing and configuring the KMS backend (local when empty).
         self.kms_args = list(kms_args or [])
         # Flags choosing the storage backend (the embedded one when empty);
@@ -154,7 +156,7 @@ class Gateway:
             cmd += ["--allow-sigv2"]
         # The local KMS key store always lives outside the data dir.
         cmd += ["--kms-local-dir", str(self.kms_dir)]
-        return cmd + self.kms_args + self.backend_args
+        return cmd + self.kms_args + self.backend_args + self.extra_args
 
     def start(self) -> None:
         assert self.proc is None, "gateway already running"
