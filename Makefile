@@ -19,6 +19,7 @@ build: deps policies
 	$(CARGO) build --release -p sealgate
 
 ## policies: target/policies/{default,encrypt-all}.wasm (the default one is also embedded in the binary)
+## and the SDK example guest/examples/secure-prefix as secure-prefix.wasm
 WASM_BUILD := $(CARGO) build --profile wasm --target wasm32-wasip2 --target-dir target/policy-build
 WASM_OUT := target/policy-build/wasm32-wasip2/wasm
 policies: deps
@@ -27,6 +28,8 @@ policies: deps
 	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/default.wasm
 	$(WASM_BUILD) -p sealgate-policy-component --features encrypt-all
 	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/encrypt-all.wasm
+	$(WASM_BUILD) -p sealgate-secure-prefix-policy
+	cp $(WASM_OUT)/sealgate_secure_prefix_policy.wasm $(POLICIES)/secure-prefix.wasm
 
 ## fixtures: the hostile policy modules the containment tests load
 fixtures: deps

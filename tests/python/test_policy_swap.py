@@ -29,6 +29,7 @@ from helpers import (
 
 DEFAULT = POLICIES_DIR / "default.wasm"
 ENCRYPT_ALL = POLICIES_DIR / "encrypt-all.wasm"
+SECURE_PREFIX = POLICIES_DIR / "secure-prefix.wasm"  # the SDK example, guest/examples/secure-prefix
 FIXTURES = POLICIES_DIR / "fixtures"
 HOSTILE_KINDS = ["loop", "hog", "trap", "garbage"]
 HOSTILE_DEADLINE = 5.0  # seconds a request against a misbehaving guest may take
@@ -133,6 +134,37 @@ def test_hot_swap_encrypt_all_and_back(private_gateway):
     assert got["Body"].read() == data and got["ServerSideEncryption"] == "AES256"
     assert put(s3, enc_all, "k2", b"later").get("ServerSideEncryption") == "AES256"
     assert not is_encrypted(s3, before_plain)
+
+
+def test_the_sdk_example_module_adds_its_rules_to_the_documented_ones(private_gateway):
+    """guest/README.md's worked example, loaded as an operator would: secure-*
+    buckets are encrypted without a header and keep their encryption; every
+    other bucket follows the documented rules."""
+    gw = private_gateway
+    info = load_ok(gw, SECURE_PREFIX)
+    assert (info["name"], info["version"]) == ("secure-prefix", "1.0.0"), info
+    s3 = gw.client()
+
+    secure = unique_bucket_name("secure")
+    assert secure.startswith("secure-")
+    s3.create_bucket(Bucket=secure)  # no header
+    assert is_encrypted(s3, secure)
+    data = random_bytes(70_000)
+    assert put(s3, secure, "k", data).get("ServerSideEncryption") == "AES256"
+    expect_error(lambda: s3.delete_bucket_encryption(Bucket=secure), "AccessDenied", 403)
+    assert is_encrypted(s3, secure)
+    assert get_bytes(s3, secure, "k") == data
+
+    other = unique_bucket_name("other")
+    s3.create_bucket(Bucket=other)
+    assert not is_encrypted(s3, other)
+    assert "ServerSideEncryption" not in put(s3, other, "k", b"plain")
+    s3.put_bucket_encryption(
+        Bucket=other,
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    )
+    s3.delete_bucket_encryption(Bucket=other)  # allowed outside secure-*
+    assert not is_encrypted(s3, other)
 
 
 def test_a_swapped_module_survives_restart_and_sighup(private_gateway):
