@@ -44,7 +44,8 @@ test: build fixtures test-deps test-rust test-python test-python-s3
 
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-	@command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
+	@command -v curl >/dev/null && command -v rclone >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq curl rclone)
 
 test-rust:
 	$(CARGO) nextest run --release --no-fail-fast

@@ -25,6 +25,7 @@ from botocore.config import Config
 import helpers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from seaweed import SeaweedCluster  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealgate"
@@ -324,10 +325,7 @@ def default_backend_args() -> list[str]:
     if os.environ.get("SEALGATE_TEST_BACKEND", "local") != "s3":
         return []
     if _session_upstream is None:
-        sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
         import tempfile
-
-        from seaweed import SeaweedCluster
 
         _session_upstream = SeaweedCluster(Path(tempfile.mkdtemp(prefix="sg-swfs-")), filer_args=SEAWEED_AWS_LIKE)
         _session_upstream.start()
@@ -453,3 +451,54 @@ def make_encrypted_bucket(gateway):
 def enc_bucket(make_encrypted_bucket):
     """A fresh, empty encrypted bucket owned by the main user."""
     return make_encrypted_bucket()
+
+
+# ---- Scale-out: several gateways in front of one SeaweedFS cluster.
+
+ENCRYPTED = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+class Fleet:
+    """N gateways with one configuration: the same upstream, state bucket,
+    users and (shared) local KMS key directory."""
+
+    def __init__(self, base: Path, cluster, count: int = 3):
+        self.cluster = cluster
+        self.kms_dir = base / "kms"
+        self.gateways = []
+        for i in range(count):
+            gw = Gateway(base / f"gw{i}", backend_args=upstream_args(cluster))
+            gw.kms_dir = self.kms_dir
+            gw.start()
+            self.gateways.append(gw)
+        self.clients = [gw.client() for gw in self.gateways]
+
+    def stop(self):
+        for gw in self.gateways:
+            if gw.is_running():
+                gw.stop()
+
+    def upstream(self):
+        return self.cluster.client()
+
+    def bucket(self, encrypted: bool, via: int = 0) -> str:
+        name = f"so-{uuid.uuid4().hex[:12]}"
+        self.clients[via].create_bucket(Bucket=name)
+        if encrypted:
+            self.clients[via].put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=ENCRYPTED)
+        return name
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    sw = SeaweedCluster(tmp_path_factory.mktemp("swfs"), filer_args=SEAWEED_AWS_LIKE)
+    sw.start()
+    yield sw
+    sw.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster, tmp_path_factory):
+    f = Fleet(tmp_path_factory.mktemp("fleet"), cluster)
+    yield f
+    f.stop()

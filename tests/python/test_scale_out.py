@@ -22,60 +22,13 @@ import pytest
 import requests
 
 import helpers
-from conftest import REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, sealgate_bin, upstream_args
+from conftest import ENCRYPTED, REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, sealgate_bin, upstream_args
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 from round_robin import RoundRobin  # noqa: E402
 from seaweed import SeaweedCluster  # noqa: E402
 
 MARKER = b"SEALGATE-PLAINTEXT-MARKER-"
-ENCRYPTED = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
-
-
-class Fleet:
-    """N gateways with one configuration: the same upstream, state bucket,
-    users and (shared) local KMS key directory."""
-
-    def __init__(self, base: Path, cluster: SeaweedCluster, count: int = 3):
-        self.cluster = cluster
-        self.kms_dir = base / "kms"
-        self.gateways = []
-        for i in range(count):
-            gw = Gateway(base / f"gw{i}", backend_args=upstream_args(cluster))
-            gw.kms_dir = self.kms_dir
-            gw.start()
-            self.gateways.append(gw)
-        self.clients = [gw.client() for gw in self.gateways]
-
-    def stop(self):
-        for gw in self.gateways:
-            if gw.is_running():
-                gw.stop()
-
-    def upstream(self):
-        return self.cluster.client()
-
-    def bucket(self, encrypted: bool, via: int = 0) -> str:
-        name = f"so-{uuid.uuid4().hex[:12]}"
-        self.clients[via].create_bucket(Bucket=name)
-        if encrypted:
-            self.clients[via].put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=ENCRYPTED)
-        return name
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    sw = SeaweedCluster(tmp_path_factory.mktemp("swfs"), filer_args=SEAWEED_AWS_LIKE)
-    sw.start()
-    yield sw
-    sw.stop()
-
-
-@pytest.fixture(scope="module")
-def fleet(cluster, tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("fleet"), cluster)
-    yield f
-    f.stop()
 
 
 def upstream_requests(metrics: str, operation: str) -> float:

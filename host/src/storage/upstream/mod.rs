@@ -293,11 +293,12 @@ impl Storage for UpstreamStorage {
 
     async fn commit_part(
         &self,
-        _upload: &UploadRecord,
+        upload: &UploadRecord,
         _part: PartRecord,
         data: StagedData,
     ) -> Result<String, StorageError> {
-        self.finish_write(data).await
+        let etag = self.finish_write(data).await?;
+        Ok(objects::client_etag(&etag, upload.sealing.is_some()))
     }
 
     async fn list_parts(&self, upload: &UploadRecord) -> Result<Vec<PartRecord>, StorageError> {

@@ -32,12 +32,19 @@ pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
-/// The ETag clients see for an object stored with upstream ETag `etag`.
-/// A sealed single PUT's upstream ETag is the MD5 of ciphertext, which no
-/// client could check: `-0` marks it as not a content MD5 (no upload has
-/// zero parts), so sync tools compare sizes and times instead.
+/// The ETag clients see for an object or part stored with upstream ETag
+/// `etag`. A sealed single PUT's or part's upstream ETag is the MD5 of
+/// ciphertext, which no client could check: `-0` marks it as not a content
+/// MD5 (no upload has zero parts), so sync tools compare sizes and times
+/// instead, and s3cmd does not call an uploaded part corrupt.
 pub fn client_etag(etag: &str, sealed: bool) -> String {
     if sealed && !etag.contains('-') { format!("{etag}-0") } else { etag.to_owned() }
+}
+
+/// The upstream ETag of a part that clients know as `client` (the inverse
+/// of [`client_etag`] for parts, whose upstream ETags have no `-`).
+pub fn upstream_part_etag(client: &str, sealed: bool) -> &str {
+    if sealed { client.strip_suffix("-0").unwrap_or(client) } else { client }
 }
 
 /// No such object is `None`; no such bucket, and anything else, an error.

@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::UpstreamStorage;
 use super::client::{Failure, millis, unquote};
-use super::objects::{UpstreamHeaders, client_etag};
+use super::objects::{UpstreamHeaders, client_etag, upstream_part_etag};
 use super::upload_id::upstream_part;
 use crate::crypto::format_v2;
 use crate::storage::*;
@@ -108,7 +108,7 @@ impl UpstreamStorage {
                         // Complete names parts by number and ETag.
                         segment: DataSegment { data_id: number.to_string(), stored_size: stored },
                         size,
-                        etag: unquote(part.e_tag()),
+                        etag: client_etag(&unquote(part.e_tag()), upload.sealing.is_some()),
                         seal: None,
                     },
                     last_modified_unix_ms: millis(part.last_modified()),
@@ -140,7 +140,7 @@ impl UpstreamStorage {
             .map(|p| {
                 CompletedPart::builder()
                     .part_number(p.segment.data_id.parse().unwrap_or_default())
-                    .e_tag(format!("\"{}\"", p.etag))
+                    .e_tag(format!("\"{}\"", upstream_part_etag(&p.etag, upload.sealing.is_some())))
                     .build()
             })
             .collect();
