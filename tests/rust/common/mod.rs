@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod seaweed;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +23,7 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub s3_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    kms_dir: PathBuf,
     extra_args: Vec<String>,
 }
 
@@ -31,11 +34,23 @@ impl Gateway {
 
     pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let kms_dir = dir.path().join("kms");
+        Self::start_in(dir, kms_dir, extra_args)
+    }
+
+    /// A gateway of a fleet: its local key store is `kms_dir`, shared with
+    /// the others, as N gateways with one configuration share one KMS.
+    pub fn start_sharing_kms(kms_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), kms_dir.to_owned(), extra_args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, kms_dir: PathBuf, extra_args: &[&str]) -> Self {
         let mut gw = Gateway {
             child: None,
             dir,
             s3_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            kms_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         gw.spawn();
@@ -47,7 +62,7 @@ impl Gateway {
     }
 
     pub fn kms_dir(&self) -> PathBuf {
-        self.dir.path().join("kms")
+        self.kms_dir.clone()
     }
 
     fn spawn(&mut self) {
