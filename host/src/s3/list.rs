@@ -111,7 +111,7 @@ impl Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let bucket = self.owned_bucket_for_read(&req, &req.input.bucket).await?;
         let input = &req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -141,7 +141,7 @@ impl Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let bucket = self.owned_bucket_for_read(&req, &req.input.bucket).await?;
         let input = &req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -179,7 +179,7 @@ impl Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let bucket = self.owned_bucket_for_read(&req, &req.input.bucket).await?;
         let input = &req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -224,7 +224,7 @@ impl Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let bucket = self.owned_bucket(&req, &req.input.bucket).await?;
+        let bucket = self.owned_bucket_for_read(&req, &req.input.bucket).await?;
         let input = &req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_uploads)?;

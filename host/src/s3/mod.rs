@@ -48,7 +48,7 @@ impl Gateway {
         check_owner(req, bucket)
     }
 
-    /// As [`Self::owned_bucket`], for a read of one object: the record may
+    /// As [`Self::owned_bucket`], for a read (of an object, a listing): the record may
     /// be a few seconds old (see [`crate::storage::Storage::get_bucket_for_read`]).
     async fn owned_bucket_for_read<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<BucketRecord> {
         let bucket = self.storage.get_bucket_for_read(name).await.or_s3()?;

@@ -199,9 +199,9 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn create_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
-    /// The bucket record for a read of an object (GET, HEAD): it may be a
-    /// few seconds old where the backend is shared by many gateways (see
-    /// `storage::upstream::buckets`). Never for a write or a listing.
+    /// The bucket record for a read (GET and HEAD of an object, listings):
+    /// it may be a few seconds old where the backend is shared by many
+    /// gateways (see `storage::upstream::buckets`). Never for a write.
     async fn get_bucket_for_read(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
         self.get_bucket(name).await
     }

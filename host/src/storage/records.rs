@@ -33,6 +33,11 @@ pub struct StoredForms {
     pub sealed: bool,
     #[serde(default)]
     pub plain: bool,
+    /// The second kind was added less than a read-cache lifetime ago, as far
+    /// as the writers know: a listing on another gateway may still hold a
+    /// record with one kind, so writes wait that lifetime and then clear it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsettled: bool,
 }
 
 /// A bucket's encryption setting, as the policy decided it.

@@ -1,11 +1,14 @@
 //! Bucket records for reads, without a state read per GET or HEAD, and
 //! without opening an ownership race.
 //!
-//! A read of one object takes the bucket record from this gateway's cache
-//! if it was read at most [`READ_CACHE_TTL`] ago. Writes, listings and
-//! bucket settings always read the record afresh: the encryption state and
-//! the stored forms must never be stale where they decide what is stored or
-//! how sizes are reported.
+//! A read (GET and HEAD of an object, a listing) takes the bucket record
+//! from this gateway's cache if it was read at most [`READ_CACHE_TTL`] ago.
+//! Writes and bucket settings always read the record afresh: the encryption
+//! state must never be stale where it decides what is stored. The stored
+//! forms, which decide how a listing reports sizes, only ever grow, and a
+//! kind is announced a cache lifetime before a bucket holding the other
+//! kind gets it (`UpstreamStorage::note_form`), so no listing uses a record
+//! that misses a kind of the objects it lists.
 //!
 //! What a stale record could get wrong for a read is its owner: a bucket
 //! deleted through one gateway and created again by another user, while a
@@ -49,15 +52,18 @@ impl ReadCache {
         cache.get(name).filter(|(read, _)| read.elapsed() < READ_CACHE_TTL).map(|(_, record)| record.clone())
     }
 
-    /// Keeps `record` (as just read or written), or forgets the name.
-    pub fn remember(&self, name: &str, record: Option<&BucketRecord>) {
+    /// Keeps `record`, as read or written by a request sent at `asked`, or
+    /// forgets the name. It ages from when the request was sent: what it
+    /// returned is at least as new as that moment (`UpstreamStorage::note_form`
+    /// relies on it).
+    pub fn remember(&self, name: &str, record: Option<&BucketRecord>, asked: Instant) {
         let mut cache = self.0.lock().expect("bucket cache lock");
         match record {
             Some(record) => {
                 if cache.len() >= CACHE_CAPACITY {
                     cache.clear();
                 }
-                cache.insert(name.to_owned(), (Instant::now(), record.clone()));
+                cache.insert(name.to_owned(), (asked, record.clone()));
             }
             None => {
                 cache.remove(name);
@@ -88,8 +94,9 @@ impl UpstreamStorage {
 
     /// The record as the state bucket has it now (and cached for reads).
     pub(super) async fn fresh_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        let asked = Instant::now();
         let record = self.read_record(name).await?.map(|(record, _)| record);
-        self.read_cache.remember(name, record.as_ref());
+        self.read_cache.remember(name, record.as_ref(), asked);
         Ok(record)
     }
 

@@ -21,6 +21,7 @@ mod uploads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
@@ -106,16 +107,40 @@ impl UpstreamStorage {
 
     /// Marks the bucket as holding objects of this kind before the first
     /// one is written (see [`BucketRecord::stored_forms`]).
+    ///
+    /// Listings take the record from a gateway's read cache, so a gateway
+    /// may list with a record read before the change. For a bucket that
+    /// held nothing a listing notices (entries, no kind: it reads afresh).
+    /// For one that held the other kind it cannot, so the kind is announced
+    /// a cache lifetime before it is used: the change marks the forms
+    /// `unsettled`, and every writer that sees that waits
+    /// [`buckets::READ_CACHE_TTL`] after its read, then clears it. By then
+    /// every record cached before the change has expired, whichever
+    /// gateway holds it; no clocks are compared. It costs the first writes
+    /// of a bucket's second kind about 2 s, once.
     async fn note_form(&self, bucket: &BucketRecord, sealed: bool) -> Result<(), StorageError> {
         let forms = bucket.stored_forms;
-        if (sealed && forms.sealed) || (!sealed && forms.plain) {
+        let noted = if sealed { forms.sealed } else { forms.plain };
+        if noted && !forms.unsettled {
             return Ok(());
         }
-        let change: BucketChange = Box::new(move |record| {
-            let slot = if sealed { &mut record.stored_forms.sealed } else { &mut record.stored_forms.plain };
-            !std::mem::replace(slot, true)
-        });
-        self.modify_record(&bucket.name, change).await.map(drop)
+        if !noted {
+            let change: BucketChange = Box::new(move |record| {
+                let forms = &mut record.stored_forms;
+                let held_other = if sealed { forms.plain } else { forms.sealed };
+                let slot = if sealed { &mut forms.sealed } else { &mut forms.plain };
+                let added = !std::mem::replace(slot, true);
+                forms.unsettled |= added && held_other;
+                added
+            });
+            let record = self.modify_bucket(&bucket.name, change).await?;
+            if !record.stored_forms.unsettled {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(buckets::READ_CACHE_TTL).await;
+        let settle: BucketChange = Box::new(|record| std::mem::take(&mut record.stored_forms.unsettled));
+        self.modify_bucket(&bucket.name, settle).await.map(drop)
     }
 }
 
@@ -185,14 +210,16 @@ impl Storage for UpstreamStorage {
     }
 
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
+        let asked = Instant::now();
         self.put_record(&bucket).await?;
-        self.read_cache.remember(&bucket.name, Some(&bucket));
+        self.read_cache.remember(&bucket.name, Some(&bucket), asked);
         Ok(())
     }
 
     async fn modify_bucket(&self, name: &str, change: BucketChange) -> Result<BucketRecord, StorageError> {
+        let asked = Instant::now();
         let record = self.modify_record(name, change).await?;
-        self.read_cache.remember(name, Some(&record));
+        self.read_cache.remember(name, Some(&record), asked);
         Ok(record)
     }
 
@@ -216,7 +243,7 @@ impl Storage for UpstreamStorage {
             }
         }
         self.leave_tombstone(&record).await?;
-        self.read_cache.remember(name, None);
+        self.read_cache.remember(name, None, Instant::now());
         self.delete_record(name).await
     }
 

@@ -328,7 +328,13 @@ impl UpstreamStorage {
                 is_truncated: !page.contents().is_empty() || !page.common_prefixes().is_empty(),
             });
         }
-        let forms = bucket.stored_forms;
+        let mut forms = bucket.stored_forms;
+        if !forms.sealed && !forms.plain && !page.contents().is_empty() {
+            // Objects, but the record knows of no kind: it was cached before
+            // the first write (see `note_form`).
+            let fresh = self.fresh_bucket(&bucket.name).await?.ok_or(StorageError::NoSuchBucket)?;
+            forms = fresh.stored_forms;
+        }
         let mut entries = Vec::new();
         let mut mixed = Vec::new();
         for object in page.contents() {
