@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import re
 import socket
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -46,6 +47,34 @@ def multipart_etag(parts: Iterable[bytes]) -> str:
     parts = list(parts)
     joined = b"".join(hashlib.md5(p).digest() for p in parts)
     return f'"{hashlib.md5(joined).hexdigest()}-{len(parts)}"'
+
+
+def on_upstream_backend() -> bool:
+    """The suite runs against `--backend s3` (SEALGATE_TEST_BACKEND=s3)."""
+    return os.environ.get("SEALGATE_TEST_BACKEND", "local") == "s3"
+
+
+def assert_sealed_etag(etag: str, data: bytes) -> None:
+    """The ETag of a sealed single PUT, copy or part. The embedded store
+    answers the plaintext MD5, as S3 does; with an upstream the plaintext MD5
+    cannot exist anywhere the upstream sees, so it is the upstream's MD5 of
+    the ciphertext with `-0` (docs/scale-out.md, "ETags and client checks")."""
+    if not on_upstream_backend():
+        assert etag == single_put_etag(data), "ETag must be the MD5 of the plaintext"
+        return
+    assert re.fullmatch(r'"[0-9a-f]{32}-0"', etag), etag
+    assert md5_hex(data) not in etag, "a plaintext MD5 as the ETag of a sealed object"
+
+
+def assert_sealed_multipart_etag(etag: str, parts: list[bytes]) -> None:
+    """As `assert_sealed_etag`, for a completed sealed upload: S3's
+    `"<hex>-N"`, from the plaintext parts' MD5s on the embedded store and
+    from the upstream's (of ciphertext) with an upstream."""
+    if not on_upstream_backend():
+        assert etag == multipart_etag(parts)
+        return
+    assert re.fullmatch(rf'"[0-9a-f]{{32}}-{len(parts)}"', etag), etag
+    assert etag != multipart_etag(parts), "an ETag derived from plaintext MD5s"
 
 
 def b64(data: bytes) -> str:
