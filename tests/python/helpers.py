@@ -19,7 +19,8 @@ import zlib
 from typing import Callable, Iterable, Iterator
 
 import pytest
-from botocore.exceptions import ClientError
+import requests
+from botocore.exceptions import BotoCoreError, ClientError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -533,3 +534,41 @@ def put_then_reuse(gw, path: str, headers: dict[str, str], size: int):
         except OSError as exc:
             follow_up = repr(exc)
     return (status, announced_close), follow_up
+
+
+# --------------------------------------------------------------------------
+# Reads of tampered objects
+# --------------------------------------------------------------------------
+
+
+def non_validating_client(gw):
+    """A client that does not check response checksums itself: the server must
+    detect tampering, not botocore's CRC check."""
+    return gw.client(response_checksum_validation="when_required")
+
+
+def read_outcome(client, bucket, key, **kwargs):
+    """('error', status, code) | ('broken', repr) | ('ok', body)."""
+    try:
+        resp = client.get_object(Bucket=bucket, Key=key, **kwargs)
+    except ClientError as exc:
+        return ("error", exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"])
+    except BotoCoreError as exc:  # connection closed before/while sending the head
+        return ("broken", repr(exc))
+    try:
+        body = resp["Body"].read()
+    except (BotoCoreError, OSError, requests.exceptions.RequestException, Exception) as exc:  # noqa: B014
+        return ("broken", repr(exc))
+    return ("ok", body)
+
+
+def assert_read_fails(client, bucket, key, original: bytes, what: str, **kwargs) -> None:
+    outcome = read_outcome(client, bucket, key, **kwargs)
+    if outcome[0] == "ok":
+        body = outcome[1]
+        raise AssertionError(
+            f"{what}: GET {key} {kwargs or ''} succeeded with a complete body of {len(body)} bytes "
+            f"({'the original plaintext' if original in body else 'NOT the original'}) instead of failing"
+        )
+    if outcome[0] == "error":
+        assert outcome[1:] == (500, "InternalError"), f"{what}: expected 500 InternalError, got {outcome}"

@@ -10,17 +10,20 @@ import os
 
 import pytest
 import requests
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from conftest import unique_bucket_name
 from helpers import (
     KiB,
     MiB,
+    assert_read_fails,
     files_containing,
     get_bytes,
+    non_validating_client,
     object_data_files,
     put,
     random_bytes,
+    read_outcome,
 )
 
 MARKER = b"SEALGATE-AT-REST-MARKER-"
@@ -37,39 +40,6 @@ def make_encrypted(gw) -> str:
     name = unique_bucket_name("enc")
     gw.encrypting_client().create_bucket(Bucket=name)
     return name
-
-
-def non_validating_client(gw):
-    """A client that does not check response checksums itself: the server must
-    detect tampering, not botocore's CRC check."""
-    return gw.client(response_checksum_validation="when_required")
-
-
-def read_outcome(client, bucket, key, **kwargs):
-    """('error', status, code) | ('broken', repr) | ('ok', body)."""
-    try:
-        resp = client.get_object(Bucket=bucket, Key=key, **kwargs)
-    except ClientError as exc:
-        return ("error", exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"])
-    except BotoCoreError as exc:  # connection closed before/while sending the head
-        return ("broken", repr(exc))
-    try:
-        body = resp["Body"].read()
-    except (BotoCoreError, OSError, requests.exceptions.RequestException, Exception) as exc:  # noqa: B014
-        return ("broken", repr(exc))
-    return ("ok", body)
-
-
-def assert_read_fails(client, bucket, key, original: bytes, what: str, **kwargs) -> None:
-    outcome = read_outcome(client, bucket, key, **kwargs)
-    if outcome[0] == "ok":
-        body = outcome[1]
-        raise AssertionError(
-            f"{what}: GET {key} {kwargs or ''} succeeded with a complete body of {len(body)} bytes "
-            f"({'the original plaintext' if original in body else 'NOT the original'}) instead of failing"
-        )
-    if outcome[0] == "error":
-        assert outcome[1:] == (500, "InternalError"), f"{what}: expected 500 InternalError, got {outcome}"
 
 
 def new_files(gw, before: set[str]) -> list[str]:

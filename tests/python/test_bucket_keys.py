@@ -13,7 +13,6 @@ import re
 import shutil
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError

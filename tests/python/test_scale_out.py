@@ -411,6 +411,52 @@ def test_sealed_object_opens_whatever_the_upstream_part_size(fleet):
     assert a.get_object(Bucket=bucket, Key="k", Range="bytes=5000000-9000000")["Body"].read() == data[5000000:9000001]
 
 
+STORED_CHUNK = 65_578  # a sealed chunk upstream: 26-byte header, 64 KiB, 16-byte tag
+
+
+def test_a_tampering_upstream_is_caught(fleet):
+    """The upstream holds ciphertext it could change: a flipped byte, a cut
+    body, another object's body and metadata, or another object's chunk
+    spliced in are never served as a complete body (500 InternalError, or a
+    response cut short), and the untouched chunks still read by range."""
+    a, b, c = fleet.clients
+    up = fleet.upstream()
+    bucket = fleet.bucket(True)
+    reader = helpers.non_validating_client(fleet.gateways[2])
+    originals = {key: helpers.random_bytes(200 * 1024) for key in ("flip", "cut", "moved", "spliced", "other")}
+    for key, data in originals.items():
+        a.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def stored(key):
+        head = up.head_object(Bucket=bucket, Key=key)
+        return up.get_object(Bucket=bucket, Key=key)["Body"].read(), head["Metadata"], head["ContentType"]
+
+    def replace(key, body, metadata, content_type):
+        up.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata, ContentType=content_type)
+
+    body, meta, ctype = stored("flip")
+    flipped = bytearray(body)
+    flipped[STORED_CHUNK + 1000] ^= 0x01  # inside the second chunk
+    replace("flip", bytes(flipped), meta, ctype)
+    body, meta, ctype = stored("cut")
+    replace("cut", body[: len(body) - 10], meta, ctype)
+    other_body, other_meta, other_ctype = stored("other")
+    replace("moved", other_body, other_meta, other_ctype)
+    body, meta, ctype = stored("spliced")
+    replace("spliced", body[:STORED_CHUNK] + other_body[STORED_CHUNK:2 * STORED_CHUNK] + body[2 * STORED_CHUNK:],
+            meta, ctype)
+
+    failures_before = fleet.gateways[2].metric("sealgate_decrypt_failures_total")
+    for key in ("flip", "cut", "moved", "spliced"):
+        helpers.assert_read_fails(reader, bucket, key, originals[key], f"upstream {key}")
+    assert helpers.read_outcome(reader, bucket, "moved")[1] != originals["other"]
+    helpers.assert_read_fails(reader, bucket, "flip", originals["flip"][65_536:70_000], "flip, range",
+                              Range="bytes=65536-69999")
+    assert b.get_object(Bucket=bucket, Key="flip", Range="bytes=0-99")["Body"].read() == originals["flip"][:100]
+    assert fleet.gateways[2].metric("sealgate_decrypt_failures_total") > failures_before
+    assert c.get_object(Bucket=bucket, Key="other")["Body"].read() == originals["other"]
+
+
 def test_health_metrics_and_policy_agree(fleet):
     shas = set()
     for gw in fleet.gateways:
