@@ -582,3 +582,38 @@ def test_gateway_killed_mid_part_client_retries_elsewhere(fleet):
                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
     assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == part
     victim.start()
+
+
+def test_abandoned_and_orphaned_uploads_expire(fleet, tmp_path):
+    """The expiry sweep removes uploads clients abandoned and upstream
+    uploads no client was ever told of (what a gateway killed between the
+    upstream's CreateMultipartUpload and its index write leaves: made here
+    straight on the upstream); an orphan only once it is 10 s old, so an
+    upload being created is never taken for one."""
+    from kms_backends import wait_until
+
+    a = fleet.clients[0]
+    up = fleet.upstream()
+    bucket = fleet.bucket(True)
+    abandoned = a.create_multipart_upload(Bucket=bucket, Key="abandoned")["UploadId"]
+    a.upload_part(Bucket=bucket, Key="abandoned", UploadId=abandoned, PartNumber=1, Body=b"x" * 1000)
+    up.create_multipart_upload(Bucket=bucket, Key="orphan")
+    orphan_made = time.monotonic()
+
+    def upstream_uploads():
+        return {u["Key"] for u in up.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+    assert upstream_uploads() == {"abandoned", "orphan"}
+    sweeper = Gateway(tmp_path / "sweeper", backend_args=upstream_args(fleet.cluster),
+                      extra_args=["--multipart-expiry", "1s"])
+    sweeper.kms_dir = fleet.kms_dir
+    sweeper.start()
+    try:
+        assert wait_until(lambda: "abandoned" not in upstream_uploads(), timeout=20)
+        left = upstream_uploads()
+        if time.monotonic() - orphan_made < 9:  # seen before the orphan could be 10 s old
+            assert left == {"orphan"}, left
+        assert wait_until(lambda: not upstream_uploads(), timeout=30)
+        assert not a.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    finally:
+        sweeper.stop()

@@ -348,12 +348,7 @@ impl Storage for UpstreamStorage {
         let mut expired = 0;
         let cutoff = crate::storage::upstream::objects::now_ms() - max_age.as_millis() as i64;
         for bucket in self.all_records().await? {
-            for upload in self.uploads_of(&bucket.name).await? {
-                if upload.initiated_unix_ms < cutoff {
-                    self.drop_upload(&upload).await?;
-                    expired += 1;
-                }
-            }
+            expired += self.expire_uploads_of(&bucket.name, cutoff).await?;
         }
         Ok(expired)
     }

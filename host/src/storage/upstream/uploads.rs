@@ -200,6 +200,34 @@ impl UpstreamStorage {
     /// The bucket's pending uploads: the upstream's, joined with the index
     /// that holds their client ids.
     pub(super) async fn uploads_of(&self, bucket: &str) -> Result<Vec<UploadRecord>, StorageError> {
+        Ok(self.scan_uploads(bucket).await?.indexed)
+    }
+
+    /// Expiry in one bucket: the indexed uploads initiated before
+    /// `cutoff_ms`, and the upstream uploads no client was ever told of (a
+    /// gateway killed between the upstream's CreateMultipartUpload and the
+    /// index write; or ids no longer valid) once they are older than both
+    /// the cutoff and [`ORPHAN_MIN_AGE_MS`], so that an upload being created
+    /// right now is never taken for one. Returns how many went.
+    pub(super) async fn expire_uploads_of(&self, bucket: &str, cutoff_ms: i64) -> Result<u64, StorageError> {
+        let scan = self.scan_uploads(bucket).await?;
+        let mut expired = 0;
+        for upload in scan.indexed.iter().filter(|u| u.initiated_unix_ms < cutoff_ms) {
+            self.drop_upload(upload).await?;
+            expired += 1;
+        }
+        let orphan_cutoff = cutoff_ms.min(super::objects::now_ms() - ORPHAN_MIN_AGE_MS);
+        for orphan in scan.orphans.iter().filter(|o| o.initiated_unix_ms < orphan_cutoff) {
+            tracing::info!(bucket, upload = %orphan.upstream_id, "aborting an upstream upload no client knows of");
+            self.abort_upstream(bucket, &orphan.key, &orphan.upstream_id).await?;
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
+    /// The bucket's upstream uploads (one ListMultipartUploads per 1000),
+    /// joined with the index (one state listing).
+    async fn scan_uploads(&self, bucket: &str) -> Result<UploadScan, StorageError> {
         let prefix = index_key(bucket, "");
         let client_ids: std::collections::HashMap<String, String> = self
             .state_keys(&prefix)
@@ -208,7 +236,7 @@ impl UpstreamStorage {
             .map(|segments| segments.replace('/', ""))
             .filter_map(|id| Some((upstream_part(&id)?.to_owned(), id)))
             .collect();
-        let mut uploads = Vec::new();
+        let mut scan = UploadScan::default();
         let (mut key_marker, mut id_marker) = (None, None);
         loop {
             self.metrics.upstream_request("ListMultipartUploads");
@@ -223,10 +251,17 @@ impl UpstreamStorage {
                 .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
             for listed in page.uploads() {
                 let (Some(key), Some(upstream)) = (listed.key(), listed.upload_id()) else { continue };
-                let Some(client_id) = client_ids.get(upstream) else { continue };
-                if let Some((mut upload, _)) = self.upload_ids.parse(bucket, key, client_id) {
-                    upload.initiated_unix_ms = millis(listed.initiated());
-                    uploads.push(upload);
+                let initiated_unix_ms = millis(listed.initiated());
+                match client_ids.get(upstream).and_then(|id| self.upload_ids.parse(bucket, key, id)) {
+                    Some((mut upload, _)) => {
+                        upload.initiated_unix_ms = initiated_unix_ms;
+                        scan.indexed.push(upload);
+                    }
+                    None => scan.orphans.push(Orphan {
+                        key: key.to_owned(),
+                        upstream_id: upstream.to_owned(),
+                        initiated_unix_ms,
+                    }),
                 }
             }
             key_marker = page.next_key_marker().map(str::to_owned);
@@ -235,6 +270,24 @@ impl UpstreamStorage {
                 break;
             }
         }
-        Ok(uploads)
+        Ok(scan)
     }
+}
+
+/// How old an upstream upload without an index entry must be before the
+/// expiry takes it for an orphan: far longer than the one state write
+/// between the upstream's CreateMultipartUpload and the index.
+const ORPHAN_MIN_AGE_MS: i64 = 10_000;
+
+/// A bucket's upstream uploads: those clients know of, and the rest.
+#[derive(Default)]
+struct UploadScan {
+    indexed: Vec<UploadRecord>,
+    orphans: Vec<Orphan>,
+}
+
+struct Orphan {
+    key: String,
+    upstream_id: String,
+    initiated_unix_ms: i64,
 }
