@@ -55,7 +55,7 @@ test-python:
 
 ## The suites that pass against a SeaweedFS upstream (`--backend s3`), run again that way;
 ## the others are listed in docs/scale-out.md with what keeps them local.
-S3_BACKEND_SUITES := test_objects test_encryption test_post_object test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
+S3_BACKEND_SUITES := test_objects test_encryption test_persistence test_admin test_policy_swap test_policy_invariants test_tls test_post_object test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
 ## Single tests of suites that are otherwise local-only (their other tests read the data dir).
 S3_BACKEND_TESTS := test_hardening.py::test_signed_browser_posts_stream_their_file_into_storage
 test-python-s3:

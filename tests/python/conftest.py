@@ -173,20 +173,28 @@ class Gateway:
                             aws_secret_access_key=self.upstream_flag("--upstream-secret-key"),
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
-    def stored_objects(self) -> set:
+    def stored_objects(self, include_state: bool = False) -> set:
         """What holds object data where this gateway stores it: the files of
         the embedded store, or (bucket, key, ETag) of every upstream object
-        outside the state buckets."""
+        (outside the state buckets unless `include_state`)."""
         up = self.upstream_client()
         if up is None:
             return helpers.object_data_files(self.data_dir)
         found = set()
         for bucket in up.list_buckets()["Buckets"]:
-            if bucket["Name"].startswith("sealgate-state"):
+            if bucket["Name"].startswith("sealgate-state") and not include_state:
                 continue
             for page in up.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
                 found |= {(bucket["Name"], o["Key"], o["ETag"]) for o in page.get("Contents", [])}
         return found
+
+    def stored_containing(self, needles: list[bytes]) -> list:
+        """Everything this gateway stored (the whole data dir, or every
+        upstream object with its headers, state included) holding a needle."""
+        if self.upstream_client() is None:
+            return helpers.files_containing(self.data_dir, needles)
+        return [item for item in self.stored_objects(include_state=True)
+                if any(n in self.stored_bytes(item) for n in needles)]
 
     def stored_bytes(self, item) -> bytes:
         """An entry of `stored_objects` as the store holds it: the file, or

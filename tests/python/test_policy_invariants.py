@@ -23,7 +23,6 @@ from helpers import (
     AWS_SSE,
     add_headers,
     expect_error,
-    files_containing,
     get_bytes,
     kms_key_files,
     object_exists,
@@ -105,7 +104,7 @@ def test_plaintext_decisions_in_encrypted_buckets_are_refused(private_gateway):
     for key in ("new", "mpu2", "copy"):
         assert not object_exists(s3, enc, key), key
     assert s3.list_parts(Bucket=enc, Key="mpu", UploadId=upload).get("Parts", []) == []
-    assert files_containing(gw.data_dir, [marker]) == [], "plaintext of an encrypted bucket reached the disk"
+    assert gw.stored_containing([marker]) == [], "plaintext of an encrypted bucket reached storage"
     assert get_bytes(s3, enc, "old") == b"sealed under the default module"
     module_sha256 = hashlib.sha256((FIXTURES / "plaintext-on-hostile.wasm").read_bytes()).hexdigest()
     refusals = [line for line in gw.log_tail(400).splitlines() if "policy decision refused" in line]

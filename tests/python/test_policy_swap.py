@@ -20,7 +20,6 @@ from helpers import (
     expect_error,
     get_bytes,
     kms_key_files,
-    object_data_files,
     object_exists,
     put,
     put_then_reuse,
@@ -114,11 +113,12 @@ def test_hot_swap_encrypt_all_and_back(private_gateway):
     assert is_encrypted(s3, enc_all), "encrypt-all module: a bucket created without header is not encrypted"
     assert len(kms_key_files(gw.kms_dir) - keys_before) == 1, "no KMS key created for the encrypt-all bucket"
     data = random_bytes(100_000)
-    before = object_data_files(gw.data_dir)
+    before = gw.stored_objects()
     assert put(s3, enc_all, "k", data).get("ServerSideEncryption") == "AES256"
-    for path in object_data_files(gw.data_dir) - before:
-        with open(path, "rb") as f:
-            assert data[5000:5064] not in f.read(), "encrypt-all bucket stored plaintext"
+    stored = gw.stored_objects() - before
+    assert stored, "nothing stored"
+    for item in stored:
+        assert data[5000:5064] not in gw.stored_bytes(item), "encrypt-all bucket stored plaintext"
 
     info = load_ok(gw, DEFAULT)
     assert info["name"] == "default"
@@ -366,12 +366,12 @@ def test_hostile_on_hostile_module(private_gateway, kind):
         info = load_ok(gw, module)
         assert gw.policy() == info
 
-        files_before = object_data_files(gw.data_dir)
+        files_before = gw.stored_objects()
         t0 = time.monotonic()
         # Own client: whether the connection survives is test_hostile_500_keeps_connection_usable's job.
         expect_error(lambda: put(gw.client(), existing, "new", random_bytes(100_000)), "InternalError", 500)
         assert time.monotonic() - t0 < HOSTILE_DEADLINE, f"{kind}: PutObject took {time.monotonic() - t0:.1f}s"
-        assert object_data_files(gw.data_dir) == files_before, f"{kind}: refused PutObject left data files"
+        assert gw.stored_objects() == files_before, f"{kind}: refused PutObject left data behind"
 
         new_bucket = unique_bucket_name("hostile")
         t0 = time.monotonic()
