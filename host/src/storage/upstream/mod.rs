@@ -53,7 +53,8 @@ pub struct UpstreamStorage {
 }
 
 impl UpstreamStorage {
-    /// Connects, and creates the state bucket if the upstream has none.
+    /// Connects, creates the state bucket if the upstream has none, and
+    /// refuses an upstream without conditional writes.
     pub async fn open(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
         let storage = Self {
             client: client::build(settings),
@@ -68,6 +69,7 @@ impl UpstreamStorage {
             read_cache: buckets::ReadCache::default(),
         };
         storage.ensure_bucket(&storage.state_bucket).await?;
+        storage.check_conditional_writes().await?;
         Ok(storage)
     }
 

@@ -80,6 +80,41 @@ impl UpstreamStorage {
         }
     }
 
+    /// Refuses an upstream that ignores conditional PutObject: the bucket
+    /// records rely on `If-None-Match: *` (one CreateBucket wins) and
+    /// `If-Match` (no lost update), and an upstream that answers 200 to both
+    /// (Garage 2.x does) would silently let two gateways overwrite each
+    /// other's records — and with them bucket keys. Four requests at start.
+    pub(super) async fn check_conditional_writes(&self) -> Result<(), StorageError> {
+        let key = format!("probes/conditional-writes-{}", uuid::Uuid::new_v4().simple());
+        let put = |guard: Option<&str>, if_match: bool| {
+            let mut put =
+                self.client.put_object().bucket(&self.state_bucket).key(&key).body(ByteStream::from_static(b"probe"));
+            if let Some(value) = guard {
+                put = if if_match { put.if_match(value) } else { put.if_none_match(value) };
+            }
+            self.metrics.upstream_request("PutObject");
+            put.send()
+        };
+        put(Some("*"), false).await.map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        let again = put(Some("*"), false).await;
+        let stale = put(Some("\"00000000000000000000000000000000\""), true).await;
+        self.metrics.upstream_request("DeleteObject");
+        let _ = self.client.delete_object().bucket(&self.state_bucket).key(&key).send().await;
+        for (what, answer) in [("If-None-Match: *", again.map(drop)), ("If-Match", stale.map(drop))] {
+            match answer {
+                Ok(()) => return Err(StorageError::UnsafeUpstream(what)),
+                Err(e) => {
+                    let failure = Failure::from_sdk(e);
+                    if !(failure.precondition_failed() || failure.status == Some(409)) {
+                        return Err(failure.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the record unless one exists; returns the existing one then.
     pub(super) async fn create_record(&self, record: &BucketRecord) -> Result<Option<BucketRecord>, StorageError> {
         if self.write_record(record, Some(Guard::Absent)).await? {
