@@ -4,7 +4,7 @@ PYTHON  ?= python3
 RELEASE := target/release
 POLICIES := target/policies
 
-.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-s3 soak bench fuzz lint clean
+.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-s3 test-garage soak bench fuzz lint clean
 
 all: build
 
@@ -61,6 +61,14 @@ S3_BACKEND_TESTS := test_hardening.py::test_signed_browser_posts_stream_their_fi
 test-python-s3:
 	SEALGATE_TEST_BACKEND=s3 SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 \
 		$(addprefix tests/python/,$(addsuffix .py,$(S3_BACKEND_SUITES))) $(addprefix tests/python/,$(S3_BACKEND_TESTS))
+
+## test-garage: Garage 2.x as the upstream, a three-node cluster (cargo install --locked garage
+## first when it is missing: about 13 minutes); see tests/python/test_garage.py
+GARAGE_VERSION := 2.5.0
+test-garage: build test-deps
+	@command -v garage >/dev/null || [ -x "$(HOME)/.cargo/bin/garage" ] || \
+		$(CARGO) install --locked garage@$(GARAGE_VERSION)
+	SEALGATE_TEST_GARAGE=1 SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q tests/python/test_garage.py
 
 ## soak: the crash/soak harness, SOAK_SECONDS (default 300) of clients writing while the gateway
 ## is SIGKILLed and restarted; prints counts, fails on any lost or corrupted write (make test runs 60 s)
