@@ -18,7 +18,7 @@ deps:
 build: deps policies
 	$(CARGO) build --release -p sealgate
 
-## policies: target/policies/{default,encrypt-all}.wasm (the default one is also embedded in the binary)
+## policies: target/policies/{default,encrypt-all,aws}.wasm (the default one is also embedded in the binary)
 ## and the SDK example guest/examples/secure-prefix as secure-prefix.wasm
 WASM_BUILD := $(CARGO) build --profile wasm --target wasm32-wasip2 --target-dir target/policy-build
 WASM_OUT := target/policy-build/wasm32-wasip2/wasm
@@ -28,6 +28,8 @@ policies: deps
 	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/default.wasm
 	$(WASM_BUILD) -p sealgate-policy-component --features encrypt-all
 	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/encrypt-all.wasm
+	$(WASM_BUILD) -p sealgate-policy-component --features aws
+	cp $(WASM_OUT)/sealgate_policy_component.wasm $(POLICIES)/aws.wasm
 	$(WASM_BUILD) -p sealgate-secure-prefix-policy
 	cp $(WASM_OUT)/sealgate_secure_prefix_policy.wasm $(POLICIES)/secure-prefix.wasm
 
@@ -55,7 +57,7 @@ test-python:
 
 ## The suites that pass against a SeaweedFS upstream (`--backend s3`), run again that way;
 ## the others are listed in docs/scale-out.md with what keeps them local.
-S3_BACKEND_SUITES := test_objects test_encryption test_persistence test_admin test_policy_swap test_policy_invariants test_tls test_post_object test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
+S3_BACKEND_SUITES := test_objects test_aws_module test_encryption test_persistence test_admin test_policy_swap test_policy_invariants test_tls test_post_object test_multipart test_conditional_range test_copy test_buckets test_awscli test_bad_input test_auth test_kms_backends
 ## Single tests of suites that are otherwise local-only (their other tests read the data dir).
 S3_BACKEND_TESTS := test_hardening.py::test_signed_browser_posts_stream_their_file_into_storage
 test-python-s3:

@@ -34,8 +34,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-use sealgate::policy::kms::KmsError as WitKmsError;
-use sealgate::policy::types as wit;
+use crate::sealgate::policy::kms::KmsError as WitKmsError;
+use crate::sealgate::policy::types as wit;
 
 /// A data key handle: the serial the stub KMS handed out.
 pub struct HeldKey(u64);
@@ -50,7 +50,7 @@ fn wit_error(kind: sealgate_policy::fuzzing::FailKind) -> WitKmsError {
     WitKmsError { code: kind.code().to_owned(), message: format!("scripted failure ({})", kind.code()) }
 }
 
-impl sealgate::policy::kms::HostDataKey for State {
+impl crate::sealgate::policy::kms::HostDataKey for State {
     fn key_id(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<String> {
         let serial = self.table.get(&key)?.0;
         Ok(match self.log.lookup(serial) {
@@ -66,7 +66,7 @@ impl sealgate::policy::kms::HostDataKey for State {
     }
 }
 
-impl sealgate::policy::kms::Host for State {
+impl crate::sealgate::policy::kms::Host for State {
     fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
         Ok(self.log.create(&bucket).map_err(wit_error))
     }
@@ -96,13 +96,13 @@ impl sealgate::policy::kms::Host for State {
     }
 }
 
-impl sealgate::policy::log::Host for State {
-    fn log(&mut self, _level: sealgate::policy::log::Level, _message: String) -> wasmtime::Result<()> {
+impl crate::sealgate::policy::log::Host for State {
+    fn log(&mut self, _level: crate::sealgate::policy::log::Level, _message: String) -> wasmtime::Result<()> {
         Ok(())
     }
 }
 
-impl sealgate::policy::types::Host for State {}
+impl crate::sealgate::policy::types::Host for State {}
 
 const MEMORY_LIMIT: usize = 16 << 20;
 const FUEL: u64 = 200_000_000;
@@ -129,8 +129,9 @@ impl Runtime {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies"));
         let mut policies = Vec::new();
         for (file, variant, required) in [
-            ("default.wasm", Variant { encrypt_all: false }, true),
-            ("encrypt-all.wasm", Variant { encrypt_all: true }, false),
+            ("default.wasm", Variant::DEFAULT, true),
+            ("encrypt-all.wasm", Variant::ENCRYPT_ALL, false),
+            ("aws.wasm", Variant::AWS, false),
         ] {
             let path = dir.join(file);
             let bytes = match std::fs::read(&path) {
@@ -141,7 +142,7 @@ impl Runtime {
             let component = Component::new(&engine, &bytes).expect("compiling the policy component");
             let pre = linker.instantiate_pre(&component).expect("the component fits the world");
             let pre = PolicyPre::new(pre).expect("the component exports the world");
-            eprintln!("component target: fuzzing {} (encrypt_all: {})", path.display(), variant.encrypt_all);
+            eprintln!("component target: fuzzing {} ({variant:?})", path.display());
             policies.push((file.to_owned(), variant, pre));
         }
         Runtime { engine, policies }

@@ -387,7 +387,7 @@ pub fn run_native(input: &Input, variant: Variant, destroy_consults: bool) -> (O
 
 /// Runs the rules natively with both variants and checks every invariant.
 pub fn check_native(input: &Input) -> Result<(), String> {
-    for variant in [Variant { encrypt_all: false }, Variant { encrypt_all: true }] {
+    for variant in Variant::ALL {
         let (observed, log) = run_native(input, variant, true);
         check(input, variant, &observed, &log).map_err(|e| format!("{variant:?}: {e}"))?;
     }
@@ -427,7 +427,9 @@ fn check_key(what: &str, key: Option<&KeyRef>, expected: Option<Issue>, required
 ///   of PutBucketEncryption for anything but `AES256`;
 /// * (b) object writes never seal into, and never accept an object-level
 ///   encryption header for, a bucket that is not encrypted; and into an
-///   encrypted bucket they always seal, under that bucket's key;
+///   encrypted bucket they always seal, under that bucket's key. Under
+///   SSE-S3 semantics ([`Variant::AWS`]) the header also seals into a plain
+///   bucket, under that bucket's key, and is refused on GET and HEAD;
 /// * (c) every data key in a decision was handed out by the KMS during this
 ///   evaluation, and is the right one (generated under the bucket key for
 ///   writes, unwrapped from the stored object/upload/source for reads);
@@ -477,7 +479,18 @@ pub fn check(input: &Input, variant: Variant, observed: &Observed, log: &KmsLog)
     }
 
     // (b)
-    let bucket_key = request.bucket_state.as_ref().filter(|b| b.encrypted).and_then(|b| b.key_id.clone());
+    let encrypted_key = request.bucket_state.as_ref().filter(|b| b.encrypted).and_then(|b| b.key_id.clone());
+    let any_key = request.bucket_state.as_ref().and_then(|b| b.key_id.clone());
+    let bucket_key = match variant.sse_s3_per_object {
+        true if object_header_given => any_key,
+        _ => encrypted_key,
+    };
+    if variant.sse_s3_per_object
+        && matches!(op, Operation::GetObject | Operation::HeadObject)
+        && headers_named(request, AWS_SSE).next().is_some()
+    {
+        return Err(format!("(b) {op:?} allowed with {AWS_SSE} (SSE-S3 semantics refuse it)"));
+    }
     if OBJECT_WRITES.contains(&op) {
         match &bucket_key {
             None if effects.seal_with.is_some() => {
@@ -533,6 +546,9 @@ pub fn check(input: &Input, variant: Variant, observed: &Observed, log: &KmsLog)
         Operation::CreateBucket => {
             let wanted = variant.encrypt_all || object_header_given;
             match &effects.bucket_state {
+                Some(state) if variant.sse_s3_per_object && state.key_id.is_none() => {
+                    return Err("(f) CreateBucket under SSE-S3 semantics left the bucket without a key".to_string());
+                }
                 Some(state) if state.encrypted == wanted => {}
                 other => {
                     return Err(format!(

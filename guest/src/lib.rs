@@ -9,7 +9,9 @@
 //! buckets created with `x-amz-scal-server-side-encryption: AES256` seal
 //! every object written into them; object-level encryption headers are
 //! accepted only as `AES256` on an encrypted bucket; nothing unsupported
-//! (SSE-C, SSE-KMS) ever passes as encrypted.
+//! (SSE-C, SSE-KMS) ever passes as encrypted. The [`Variant::AWS`] rules
+//! follow AWS S3's SSE-S3 instead: the object-level header seals that one
+//! object in any bucket.
 
 #![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 
@@ -141,4 +143,19 @@ pub trait KeyService {
 pub struct Variant {
     /// Every new bucket is encrypted, header or not.
     pub encrypt_all: bool,
+    /// AWS S3's SSE-S3: `x-amz-server-side-encryption: AES256` on a write
+    /// seals that object in any bucket (so every bucket gets a master key
+    /// when it is created), and the header on GET or HEAD is refused.
+    pub sse_s3_per_object: bool,
+}
+
+impl Variant {
+    /// `default.wasm`: the product documentation's rules.
+    pub const DEFAULT: Self = Self { encrypt_all: false, sse_s3_per_object: false };
+    /// `encrypt-all.wasm`: every new bucket is encrypted.
+    pub const ENCRYPT_ALL: Self = Self { encrypt_all: true, sse_s3_per_object: false };
+    /// `aws.wasm`: AWS S3's SSE-S3 semantics.
+    pub const AWS: Self = Self { encrypt_all: false, sse_s3_per_object: true };
+    /// Every variant, for the tests and fuzzers that check them all.
+    pub const ALL: [Self; 3] = [Self::DEFAULT, Self::ENCRYPT_ALL, Self::AWS];
 }

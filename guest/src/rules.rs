@@ -49,12 +49,17 @@ pub fn evaluate<S: KeyService>(request: &Request, kms: &mut S, variant: Variant)
         Operation::GetBucketEncryption => get_bucket_encryption(request),
         Operation::DeleteBucketEncryption => delete_bucket_encryption(request),
         Operation::PutObject | Operation::PostObject | Operation::CreateMultipartUpload => {
-            new_object(request, kms, None)
+            new_object(request, kms, None, variant)
         }
-        Operation::CopyObject => copy_object(request, kms),
+        Operation::CopyObject => copy_object(request, kms, variant),
         Operation::UploadPart => upload_part(request, kms),
         Operation::UploadPartCopy => upload_part_copy(request, kms),
         Operation::CompleteMultipartUpload => sealed_headers_only(request.target.is_some()),
+        Operation::GetObject | Operation::HeadObject
+            if variant.sse_s3_per_object && request.header(AWS_SSE).is_some() =>
+        {
+            deny(400, "InvalidArgument", "The x-amz-server-side-encryption header is not supported for this operation.")
+        }
         Operation::GetObject => get_object(request, kms),
         Operation::HeadObject => sealed_headers_only(request.target.is_some()),
     }
@@ -109,18 +114,21 @@ fn object_header_check<K>(request: &Request, bucket_encrypted: bool) -> Result<(
     Ok(())
 }
 
-/// Rule 1 (and the `encrypt-all` variant).
+/// Rule 1 (and the `encrypt-all` variant). Under SSE-S3 semantics every
+/// bucket gets its master key now, encrypted or not: any object written
+/// into it may ask to be sealed, and only the request that creates a
+/// bucket may create its key (a host-enforced invariant).
 fn create_bucket<S: KeyService>(request: &Request, kms: &mut S, variant: Variant) -> Decision<S::Key> {
     if let Some(value) = unsupported_encryption_value(request) {
         return unsupported_method(value);
     }
     let wanted = variant.encrypt_all || [SCAL_SSE, AWS_SSE].into_iter().any(|name| request.header(name).is_some());
-    if !wanted {
+    if !wanted && !variant.sse_s3_per_object {
         return allow(Effects { bucket_state: Some(BucketState::default()), ..Effects::default() });
     }
     match kms.create_bucket_key(&request.bucket) {
         Ok(key_id) => allow(Effects {
-            bucket_state: Some(BucketState { encrypted: true, key_id: Some(key_id) }),
+            bucket_state: Some(BucketState { encrypted: wanted, key_id: Some(key_id) }),
             ..Effects::default()
         }),
         Err(e) => kms_failure(e),
@@ -185,12 +193,43 @@ fn encrypted_bucket_key(request: &Request) -> Option<&str> {
     request.bucket_state.as_ref().filter(|b| b.encrypted).and_then(|b| b.key_id.as_deref())
 }
 
-/// Rule 2: every create path into an encrypted bucket is sealed.
-fn new_object<S: KeyService>(request: &Request, kms: &mut S, open_with: Option<S::Key>) -> Decision<S::Key> {
-    let key_id = encrypted_bucket_key(request);
-    if let Err(refusal) = object_header_check(request, key_id.is_some()) {
-        return refusal;
+/// The bucket key a new object is sealed under, None for plaintext: rule 2
+/// (every create path into an encrypted bucket is sealed) and rule 3 (the
+/// object header only on an encrypted bucket), or, under SSE-S3 semantics,
+/// the object header seals that object in any bucket.
+fn new_object_key<K>(request: &Request, variant: Variant) -> Result<Option<&str>, Decision<K>> {
+    if !variant.sse_s3_per_object {
+        let key_id = encrypted_bucket_key(request);
+        return object_header_check(request, key_id.is_some()).map(|()| key_id);
     }
+    if let Some(value) = unsupported_encryption_value(request) {
+        return Err(unsupported_method(value));
+    }
+    let asked = [AWS_SSE, SCAL_SSE].into_iter().any(|name| request.header(name).is_some());
+    if !(asked || encrypted_bucket_key(request).is_some()) {
+        return Ok(None);
+    }
+    match request.bucket_state.as_ref().and_then(|b| b.key_id.as_deref()) {
+        Some(key_id) => Ok(Some(key_id)),
+        None => Err(deny(
+            400,
+            "InvalidArgument",
+            "This bucket has no master key for SSE-S3 (it was created under another policy module); \
+             turn bucket encryption on once (PutBucketEncryption) to give it one.",
+        )),
+    }
+}
+
+fn new_object<S: KeyService>(
+    request: &Request,
+    kms: &mut S,
+    open_with: Option<S::Key>,
+    variant: Variant,
+) -> Decision<S::Key> {
+    let key_id = match new_object_key(request, variant) {
+        Ok(key_id) => key_id,
+        Err(refusal) => return refusal,
+    };
     let Some(key_id) = key_id else {
         return allow(Effects { open_with, ..Effects::default() });
     };
@@ -212,13 +251,15 @@ fn unwrap<S: KeyService>(kms: &mut S, sealed: Option<&Sealed>) -> Result<Option<
     }
 }
 
-/// The destination bucket decides; a sealed source is opened for the copy.
-fn copy_object<S: KeyService>(request: &Request, kms: &mut S) -> Decision<S::Key> {
-    if let Err(refusal) = object_header_check::<S::Key>(request, encrypted_bucket_key(request).is_some()) {
+/// The destination decides (its bucket, and the request's header under
+/// SSE-S3 semantics); a sealed source is opened for the copy.
+fn copy_object<S: KeyService>(request: &Request, kms: &mut S, variant: Variant) -> Decision<S::Key> {
+    // Refused before the source's key is unwrapped, so that a refusal costs no KMS call.
+    if let Err(refusal) = new_object_key::<S::Key>(request, variant) {
         return refusal;
     }
     match unwrap(kms, request.source.as_ref()) {
-        Ok(source_key) => new_object(request, kms, source_key),
+        Ok(source_key) => new_object(request, kms, source_key, variant),
         Err(refusal) => refusal,
     }
 }

@@ -10,8 +10,23 @@
 
 use sealgate_policy_sdk::{Decision, HostKms, Request, export_policy, rules};
 
-const VARIANT: rules::Variant = rules::Variant { encrypt_all: cfg!(feature = "encrypt-all") };
-const NAME: &str = if cfg!(feature = "encrypt-all") { "encrypt-all" } else { "default" };
+#[cfg(all(feature = "encrypt-all", feature = "aws"))]
+compile_error!("one module, one variant: build `encrypt-all` and `aws` separately");
+
+const VARIANT: rules::Variant = if cfg!(feature = "encrypt-all") {
+    rules::Variant::ENCRYPT_ALL
+} else if cfg!(feature = "aws") {
+    rules::Variant::AWS
+} else {
+    rules::Variant::DEFAULT
+};
+const NAME: &str = if cfg!(feature = "encrypt-all") {
+    "encrypt-all"
+} else if cfg!(feature = "aws") {
+    "aws"
+} else {
+    "default"
+};
 
 fn evaluate(request: &Request, kms: &mut HostKms) -> Decision {
     rules::evaluate(request, kms, VARIANT)

@@ -120,13 +120,13 @@ fn rule1_create_bucket_with_the_scal_header() {
 fn encrypt_all_variant_encrypts_every_new_bucket() {
     let mut plain = request(Operation::CreateBucket, &[]);
     plain.bucket_state = None;
-    let (d, calls) = run_variant(&plain, Variant { encrypt_all: true });
+    let (d, calls) = run_variant(&plain, Variant::ENCRYPT_ALL);
     assert!(allowed(d).bucket_state.unwrap().encrypted);
     assert_eq!(calls, vec!["create b"]);
     // Everything else is the same rules.
     let mut bad = request(Operation::CreateBucket, &[("x-amz-scal-server-side-encryption", "aws:kms")]);
     bad.bucket_state = None;
-    assert_eq!(denied(&run_variant(&bad, Variant { encrypt_all: true }).0), (400, "InvalidArgument"));
+    assert_eq!(denied(&run_variant(&bad, Variant::ENCRYPT_ALL).0), (400, "InvalidArgument"));
 }
 
 #[test]
@@ -346,4 +346,124 @@ fn kms_failures_fail_closed() {
         let d = evaluate(&r, &mut kms, Variant::default());
         assert_eq!(denied(&d), (503, "ServiceUnavailable"), "{:?}", r.operation);
     }
+}
+
+/// What an SSE-S3 (`aws.wasm`) decision must be.
+#[derive(Debug)]
+enum Aws {
+    Deny(u16, &'static str),
+    /// Allowed; the bucket setting it stores.
+    Bucket {
+        encrypted: bool,
+    },
+    /// Allowed, sealed with a new data key of the bucket's key.
+    Sealed,
+    /// Allowed, stored in plaintext.
+    Plain,
+}
+
+/// A bucket that is not encrypted but has its master key (every bucket
+/// made under SSE-S3 semantics).
+fn keyed(mut r: Request) -> Request {
+    r.bucket_state = Some(BucketState { encrypted: false, key_id: Some("key-b".into()) });
+    r
+}
+
+fn new_bucket(mut r: Request) -> Request {
+    r.bucket_state = None;
+    r
+}
+
+fn with_source(mut r: Request) -> Request {
+    r.source = Some(Sealed { key_id: "key-src".into(), wrapped_key: b"src".to_vec() });
+    r
+}
+
+#[test]
+fn aws_variant_follows_sse_s3() {
+    use Operation::*;
+    const SSE: (&str, &str) = ("x-amz-server-side-encryption", "AES256");
+    const SCAL: (&str, &str) = ("x-amz-scal-server-side-encryption", "AES256");
+    let cases: Vec<(&str, Request, Aws)> = vec![
+        ("every new bucket gets a key", new_bucket(request(CreateBucket, &[])), Aws::Bucket { encrypted: false }),
+        (
+            "the scal header still encrypts a bucket",
+            new_bucket(request(CreateBucket, &[SCAL])),
+            Aws::Bucket { encrypted: true },
+        ),
+        (
+            "unsupported bucket algorithm",
+            new_bucket(request(CreateBucket, &[("x-amz-scal-server-side-encryption", "aws:kms")])),
+            Aws::Deny(400, "InvalidArgument"),
+        ),
+        ("plain write without the header", keyed(request(PutObject, &[])), Aws::Plain),
+        ("the header seals one object", keyed(request(PutObject, &[SSE])), Aws::Sealed),
+        ("in a POST", keyed(request(PostObject, &[SSE])), Aws::Sealed),
+        ("in a multipart upload", keyed(request(CreateMultipartUpload, &[SSE])), Aws::Sealed),
+        ("in a copy of a sealed source", with_source(keyed(request(CopyObject, &[SSE]))), Aws::Sealed),
+        ("a copy without it is plaintext", with_source(keyed(request(CopyObject, &[]))), Aws::Plain),
+        ("a bucket default seals without the header", encrypted(request(PutObject, &[])), Aws::Sealed),
+        ("and with it", encrypted(request(PutObject, &[SSE])), Aws::Sealed),
+        ("a bucket from before has no key to seal with", request(PutObject, &[SSE]), Aws::Deny(400, "InvalidArgument")),
+        (
+            "only AES256",
+            keyed(request(PutObject, &[("x-amz-server-side-encryption", "aws:kms")])),
+            Aws::Deny(400, "InvalidArgument"),
+        ),
+        (
+            "SSE-C still refused",
+            keyed(request(PutObject, &[("x-amz-server-side-encryption-customer-algorithm", "AES256")])),
+            Aws::Deny(501, "NotImplemented"),
+        ),
+        (
+            "a client KMS key still refused",
+            keyed(request(PutObject, &[SSE, ("x-amz-server-side-encryption-aws-kms-key-id", "k")])),
+            Aws::Deny(400, "InvalidArgument"),
+        ),
+        ("the header on GET", keyed(request(GetObject, &[SSE])), Aws::Deny(400, "InvalidArgument")),
+        ("the header on HEAD", keyed(request(HeadObject, &[SSE])), Aws::Deny(400, "InvalidArgument")),
+        ("GET without it", keyed(request(GetObject, &[])), Aws::Plain),
+        ("a part of a plaintext upload", keyed(request(UploadPart, &[SSE])), Aws::Deny(400, "InvalidArgument")),
+        (
+            "DeleteBucketEncryption keeps the key",
+            keyed(request(DeleteBucketEncryption, &[])),
+            Aws::Bucket { encrypted: false },
+        ),
+        (
+            "no default configured",
+            keyed(request(GetBucketEncryption, &[])),
+            Aws::Deny(404, "ServerSideEncryptionConfigurationNotFoundError"),
+        ),
+    ];
+    for (name, r, expected) in cases {
+        let (d, calls) = run_variant(&r, Variant::AWS);
+        match (&expected, d) {
+            (Aws::Deny(status, code), d) => {
+                assert_eq!(denied(&d), (*status, *code), "{name}");
+                assert!(calls.is_empty(), "{name}: a refusal costs no KMS call: {calls:?}");
+            }
+            (Aws::Bucket { encrypted }, d) => {
+                let state = allowed(d).bucket_state.unwrap_or_else(|| panic!("{name}: no bucket setting"));
+                assert_eq!(state, BucketState { encrypted: *encrypted, key_id: Some("key-b".into()) }, "{name}");
+            }
+            (Aws::Sealed, d) => {
+                let effects = allowed(d);
+                assert_eq!(effects.seal_with.as_deref(), Some("dk-key-b-1"), "{name}");
+                assert_eq!(effects.response_headers, sealed_headers(), "{name}");
+                assert!(calls.contains(&"generate key-b".to_string()), "{name}: {calls:?}");
+            }
+            (Aws::Plain, d) => {
+                let effects = allowed(d);
+                assert_eq!(effects.seal_with, None, "{name}");
+                assert!(effects.response_headers.is_empty(), "{name}");
+                assert!(!calls.iter().any(|c| c.starts_with("generate")), "{name}: {calls:?}");
+            }
+        }
+    }
+    // PutBucketEncryption makes the bucket's existing key its default, and gives one to a keyless bucket.
+    let mut turn_on = keyed(request(PutBucketEncryption, &[]));
+    turn_on.requested_algorithm = Some(AES256.into());
+    let (d, calls) = run_variant(&turn_on, Variant::AWS);
+    assert_eq!(allowed(d).bucket_state, Some(BucketState { encrypted: true, key_id: Some("key-b".into()) }));
+    assert!(calls.is_empty());
 }

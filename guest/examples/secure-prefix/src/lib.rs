@@ -23,7 +23,7 @@ fn evaluate(request: &Request, kms: &mut HostKms) -> Decision {
             message: "Encryption of secure-* buckets cannot be removed".into(),
         });
     }
-    documented(request, kms, Variant { encrypt_all: true })
+    documented(request, kms, Variant::ENCRYPT_ALL)
 }
 
 export_policy!(name: "secure-prefix", version: "1.0.0", evaluate: evaluate);
