@@ -139,6 +139,11 @@ async fn main() -> Result<()> {
         return scale_out::table(rounds, seconds, quick).await;
     }
 
+    // SEALGATE_BENCH_ONLY=policy: just the policy guest's evaluation and swap times.
+    if std::env::var("SEALGATE_BENCH_ONLY").is_ok_and(|only| only == "policy") {
+        return micro::policy().await;
+    }
+
     micro::bulk_cipher();
     micro::policy().await?;
 
