@@ -84,6 +84,12 @@ fn unsupported_encryption<K>(request: &Request) -> Option<Decision<K>> {
     None
 }
 
+/// Whether the request carries either encryption header (its values are
+/// checked by [`unsupported_encryption_value`]).
+fn encryption_header_given(request: &Request) -> bool {
+    [AWS_SSE, SCAL_SSE].into_iter().any(|name| request.header(name).is_some())
+}
+
 /// The first value of the encryption headers that is not `AES256`, if any.
 fn unsupported_encryption_value(request: &Request) -> Option<&str> {
     [AWS_SSE, SCAL_SSE].into_iter().flat_map(|name| request.header_values(name)).find(|v| *v != AES256)
@@ -103,8 +109,7 @@ fn object_header_check<K>(request: &Request, bucket_encrypted: bool) -> Result<(
     if let Some(value) = unsupported_encryption_value(request) {
         return Err(unsupported_method(value));
     }
-    let given = [AWS_SSE, SCAL_SSE].into_iter().any(|name| request.header(name).is_some());
-    if given && !bucket_encrypted {
+    if encryption_header_given(request) && !bucket_encrypted {
         return Err(deny(
             400,
             "InvalidArgument",
@@ -122,7 +127,7 @@ fn create_bucket<S: KeyService>(request: &Request, kms: &mut S, variant: Variant
     if let Some(value) = unsupported_encryption_value(request) {
         return unsupported_method(value);
     }
-    let wanted = variant.encrypt_all || [SCAL_SSE, AWS_SSE].into_iter().any(|name| request.header(name).is_some());
+    let wanted = variant.encrypt_all || encryption_header_given(request);
     if !wanted && !variant.sse_s3_per_object {
         return allow(Effects { bucket_state: Some(BucketState::default()), ..Effects::default() });
     }
@@ -205,8 +210,7 @@ fn new_object_key<K>(request: &Request, variant: Variant) -> Result<Option<&str>
     if let Some(value) = unsupported_encryption_value(request) {
         return Err(unsupported_method(value));
     }
-    let asked = [AWS_SSE, SCAL_SSE].into_iter().any(|name| request.header(name).is_some());
-    if !(asked || encrypted_bucket_key(request).is_some()) {
+    if !(encryption_header_given(request) || encrypted_bucket_key(request).is_some()) {
         return Ok(None);
     }
     match request.bucket_state.as_ref().and_then(|b| b.key_id.as_deref()) {

@@ -321,6 +321,15 @@ class Gateway:
         """PUT /policy with the component bytes (no assertion on the outcome)."""
         return self.admin_put("/policy", Path(path).read_bytes())
 
+    def cli_load_policy(self, path, token: str | None = None) -> subprocess.CompletedProcess:
+        """`sealgate policy load`, as an operator runs it."""
+        return subprocess.run(
+            [str(sealgate_bin()), "policy", "load", str(path), "--admin-url", self.admin,
+             "--admin-token", token or self.admin_token],
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+
     def encrypting_client(self, value: str = "AES256", **kwargs):
         """A client whose CreateBucket carries x-amz-scal-server-side-encryption."""
         client = self.client(**kwargs)

@@ -10,12 +10,11 @@ module is switched to the way an operator does it: `sealgate policy load`.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 
 import pytest
 import requests
 
-from conftest import ENCRYPTED, POLICIES_DIR, Gateway, sealgate_bin, unique_bucket_name
+from conftest import ENCRYPTED, POLICIES_DIR, Gateway, unique_bucket_name
 from helpers import add_headers, empty_bucket, expect_error, get_bytes, on_upstream_backend, random_bytes
 
 AWS = POLICIES_DIR / "aws.wasm"
@@ -25,10 +24,7 @@ MiB = 1024 * 1024
 
 
 def load_policy(gw: Gateway, path) -> None:
-    out = subprocess.run(
-        [str(sealgate_bin()), "policy", "load", str(path), "--admin-url", gw.admin, "--admin-token", gw.admin_token],
-        capture_output=True, text=True, timeout=60,
-    )
+    out = gw.cli_load_policy(path)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import POLICIES_DIR, sealgate_bin, unique_bucket_name
+from conftest import POLICIES_DIR, unique_bucket_name
 from helpers import (
     expect_error,
     get_bytes,
@@ -194,19 +194,10 @@ def test_a_swapped_module_survives_restart_and_sighup(private_gateway):
     assert out.returncode != 0 and "does not match its sha256" in out.stdout + out.stderr, out.stderr
 
 
-def _cli_load(gw, path, token=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(sealgate_bin()), "policy", "load", str(path), "--admin-url", gw.admin,
-         "--admin-token", token or gw.admin_token],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-
-
 def test_cli_policy_load(private_gateway):
     gw = private_gateway
     s3 = gw.client()
-    out = _cli_load(gw, ENCRYPT_ALL)
+    out = gw.cli_load_policy(ENCRYPT_ALL)
     assert out.returncode == 0, out.stdout + out.stderr
     info = gw.policy()
     assert info["name"] == "encrypt-all" and info["sha256"] == sha256_file(ENCRYPT_ALL), info
@@ -215,15 +206,15 @@ def test_cli_policy_load(private_gateway):
     assert is_encrypted(s3, name)
 
     # Refused module: non-zero exit, nothing changes.
-    out = _cli_load(gw, FIXTURES / "trap-always.wasm")
+    out = gw.cli_load_policy(FIXTURES / "trap-always.wasm")
     assert out.returncode != 0, f"CLI exited 0 for a refused module: {out.stdout}{out.stderr}"
     assert gw.policy() == info
     # Wrong token: non-zero exit, nothing changes.
-    out = _cli_load(gw, DEFAULT, token="wrong-token")
+    out = gw.cli_load_policy(DEFAULT, token="wrong-token")
     assert out.returncode != 0, f"CLI exited 0 with a wrong token: {out.stdout}{out.stderr}"
     assert gw.policy() == info
 
-    out = _cli_load(gw, DEFAULT)
+    out = gw.cli_load_policy(DEFAULT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert gw.policy()["name"] == "default"
     name = unique_bucket_name("cli")
