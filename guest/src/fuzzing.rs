@@ -108,25 +108,8 @@ pub enum Step {
     Fail(FailKind),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailKind {
-    Unavailable,
-    Refused,
-    Invalid,
-    NotFound,
-}
-
-impl FailKind {
-    /// The WIT `kms-error.code`.
-    pub fn code(self) -> &'static str {
-        match self {
-            FailKind::Unavailable => "unavailable",
-            FailKind::Refused => "refused",
-            FailKind::Invalid => "invalid",
-            FailKind::NotFound => "not-found",
-        }
-    }
-}
+/// How a scripted KMS call fails.
+pub type FailKind = KmsErrorKind;
 
 /// One fuzz case: a request and how the KMS behaves, call by call (calls
 /// past the end of `kms` succeed).
@@ -315,7 +298,7 @@ pub struct NativeKms {
 }
 
 fn kms_error(kind: FailKind) -> KmsError {
-    KmsError { code: kind.code().to_string(), message: format!("scripted failure ({})", kind.code()) }
+    KmsError { kind, message: format!("scripted failure ({})", kind.code()) }
 }
 
 impl KeyService for NativeKms {

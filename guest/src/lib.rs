@@ -123,9 +123,42 @@ pub enum Decision<K> {
     Allow(Effects<K>),
 }
 
+/// Why a KMS call failed (the WIT `kms-error-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsErrorKind {
+    /// Not reachable or not answering; the request may be retried.
+    Unavailable,
+    /// The call was refused (permissions, a disabled key).
+    Refused,
+    /// The key or wrapped key is not known.
+    NotFound,
+    /// What the KMS was given is invalid (a corrupt wrapped key).
+    Invalid,
+}
+
+impl KmsErrorKind {
+    pub const ALL: [KmsErrorKind; 4] =
+        [KmsErrorKind::Unavailable, KmsErrorKind::Refused, KmsErrorKind::NotFound, KmsErrorKind::Invalid];
+
+    /// The kebab-case name: the WIT enum case, and contract 1.0.0's string code.
+    pub fn code(self) -> &'static str {
+        match self {
+            KmsErrorKind::Unavailable => "unavailable",
+            KmsErrorKind::Refused => "refused",
+            KmsErrorKind::NotFound => "not-found",
+            KmsErrorKind::Invalid => "invalid",
+        }
+    }
+
+    /// Contract 1.0.0's free-string code; an unknown one counts as refused.
+    pub fn from_code(code: &str) -> KmsErrorKind {
+        Self::ALL.into_iter().find(|k| k.code() == code).unwrap_or(KmsErrorKind::Refused)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KmsError {
-    pub code: String,
+    pub kind: KmsErrorKind,
     pub message: String,
 }
 

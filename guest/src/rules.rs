@@ -29,11 +29,13 @@ fn sealed_response() -> vec::Vec<(String, String)> {
 /// Turns a KMS failure into the S3 error the client should see: the KMS
 /// being down is the service being unavailable, anything else is internal.
 fn kms_failure<K>(e: KmsError) -> Decision<K> {
-    match e.code.as_str() {
-        "unavailable" => {
+    match e.kind {
+        KmsErrorKind::Unavailable => {
             deny(503, "ServiceUnavailable", "The key management service is unavailable. Please try again.")
         }
-        _ => deny(500, "InternalError", format!("The key management service refused the request ({}).", e.code)),
+        kind => {
+            deny(500, "InternalError", format!("The key management service refused the request ({}).", kind.code()))
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! It provides what every module otherwise copies: the bindings of
-//! `wit/` (world `sealgate:policy/policy@1.0.0`), the conversions between
+//! `wit/v2.0.0` (world `sealgate:policy/policy@2.0.0`), the conversions between
 //! them and the plain types of the rules crate ([`rules`]), the host's KMS
 //! imports as a [`rules::KeyService`] ([`HostKms`]), and the runtime glue of
 //! a `no_std` component (global allocator, the canonical ABI's
@@ -29,3 +29,13 @@ mod policy;
 
 #[cfg(feature = "bindings")]
 pub use policy::*;
+
+/// Contract 1.0.0, for modules that must be built against it.
+#[cfg(feature = "v1")]
+pub mod v1;
+
+#[cfg(feature = "v1")]
+pub use sealgate_policy as rules;
+
+#[cfg(all(feature = "bindings", feature = "v1"))]
+compile_error!("one contract per build: `v1` needs `default-features = false`");

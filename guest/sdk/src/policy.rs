@@ -1,23 +1,30 @@
-//! The `sealgate:policy@1.0.0` bindings, the host's KMS as the rules' key
+//! The `sealgate:policy@2.0.0` bindings, the host's KMS as the rules' key
 //! service, the conversions between WIT types and the rules' plain types,
 //! and [`export_policy!`].
+//!
+//! Contract 2.0.0 names no key id: each KMS import acts on a key the host
+//! put in this request's scope. The rules crate speaks of key ids, so the
+//! SDK hands it fixed names for those keys ([`key_names`]) and maps each
+//! name back to its import; a name outside the scope is a `not-found`
+//! failure, never a call.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 pub use sealgate_policy as rules;
 
-/// The generated bindings of `wit/`, for a module that needs the raw types.
+/// The generated bindings of `wit/v2.0.0`, for a module that needs the raw types.
 pub mod wit {
     wit_bindgen::generate!({
         world: "policy",
-        path: "../../wit",
+        path: "../../wit/v2.0.0",
         pub_export_macro: true,
         default_bindings_module: "sealgate_policy_sdk::wit",
     });
 }
 
 use wit::sealgate::policy::kms;
-use wit::sealgate::policy::types::{self, BucketState, Effects, Operation, S3Error, Sealed};
+use wit::sealgate::policy::types::{self, BucketSetting, Effects, Header, Operation, S3Error};
 
 /// A data key held by the host; the module only ever has the handle.
 pub use wit::sealgate::policy::kms::DataKey;
@@ -27,26 +34,61 @@ pub type Request = rules::Request;
 /// A decision whose keys are host handles.
 pub type Decision = rules::Decision<DataKey>;
 
+/// The key ids the rules see: names for the keys in the request's scope.
+pub mod key_names {
+    /// The bucket's master key (`bucket-state.has-key`).
+    pub const BUCKET: &str = "bucket-key";
+    /// The master key created in this request.
+    pub const CREATED: &str = "created-key";
+    /// The key the request's target is sealed under (`target-sealed`).
+    pub const TARGET: &str = "target-key";
+    /// The key the copy source is sealed under (`source-sealed`).
+    pub const SOURCE: &str = "source-key";
+}
+
 /// The host's KMS imports as the rules' [`rules::KeyService`].
 pub struct HostKms;
 
 fn kms_error(e: kms::KmsError) -> rules::KmsError {
-    rules::KmsError { code: e.code, message: e.message }
+    let kind = match e.kind {
+        kms::KmsErrorKind::Unavailable => rules::KmsErrorKind::Unavailable,
+        kms::KmsErrorKind::Refused => rules::KmsErrorKind::Refused,
+        kms::KmsErrorKind::NotFound => rules::KmsErrorKind::NotFound,
+        kms::KmsErrorKind::Invalid => rules::KmsErrorKind::Invalid,
+    };
+    rules::KmsError { kind, message: e.message }
+}
+
+fn out_of_scope(key_id: &str) -> rules::KmsError {
+    rules::KmsError {
+        kind: rules::KmsErrorKind::NotFound,
+        message: alloc::format!("no key {key_id:?} in this request"),
+    }
 }
 
 impl rules::KeyService for HostKms {
     type Key = DataKey;
-    fn create_bucket_key(&mut self, bucket: &str) -> Result<String, rules::KmsError> {
-        kms::create_bucket_key(bucket).map_err(kms_error)
+    fn create_bucket_key(&mut self, _bucket: &str) -> Result<String, rules::KmsError> {
+        kms::create_bucket_key().map(|()| key_names::CREATED.to_string()).map_err(kms_error)
     }
     fn generate_data_key(&mut self, key_id: &str) -> Result<DataKey, rules::KmsError> {
-        kms::generate_data_key(key_id).map_err(kms_error)
+        match key_id {
+            key_names::BUCKET => kms::generate_data_key().map_err(kms_error),
+            _ => Err(out_of_scope(key_id)),
+        }
     }
-    fn unwrap_data_key(&mut self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, rules::KmsError> {
-        kms::unwrap_data_key(key_id, wrapped).map_err(kms_error)
+    fn unwrap_data_key(&mut self, key_id: &str, _wrapped: &[u8]) -> Result<DataKey, rules::KmsError> {
+        match key_id {
+            key_names::TARGET => kms::open_target().map_err(kms_error),
+            key_names::SOURCE => kms::open_source().map_err(kms_error),
+            _ => Err(out_of_scope(key_id)),
+        }
     }
     fn destroy_bucket_key(&mut self, key_id: &str) -> Result<(), rules::KmsError> {
-        kms::destroy_bucket_key(key_id).map_err(kms_error)
+        match key_id {
+            key_names::BUCKET => kms::destroy_bucket_key().map_err(kms_error),
+            _ => Err(out_of_scope(key_id)),
+        }
     }
 }
 
@@ -69,8 +111,8 @@ fn operation(op: Operation) -> rules::Operation {
     }
 }
 
-fn sealed(s: Sealed) -> rules::Sealed {
-    rules::Sealed { key_id: s.key_id, wrapped_key: s.wrapped_key }
+fn sealed_under(sealed: bool, name: &str) -> Option<rules::Sealed> {
+    sealed.then(|| rules::Sealed { key_id: name.to_string(), wrapped_key: Vec::new() })
 }
 
 fn request(r: types::Request) -> Request {
@@ -78,10 +120,13 @@ fn request(r: types::Request) -> Request {
         operation: operation(r.operation),
         bucket: r.bucket,
         key: r.key,
-        headers: r.headers,
-        bucket_state: r.bucket_state.map(|b| rules::BucketState { encrypted: b.encrypted, key_id: b.key_id }),
-        target: r.target.map(sealed),
-        source: r.source.map(sealed),
+        headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+        bucket_state: r.bucket_state.map(|b| rules::BucketState {
+            encrypted: b.encrypted,
+            key_id: b.has_key.then(|| key_names::BUCKET.to_string()),
+        }),
+        target: sealed_under(r.target_sealed, key_names::TARGET),
+        source: sealed_under(r.source_sealed, key_names::SOURCE),
         requested_algorithm: r.requested_algorithm,
     }
 }
@@ -92,11 +137,13 @@ fn decision(d: Decision) -> types::Decision {
             types::Decision::Deny(S3Error { status: e.status, code: e.code, message: e.message })
         }
         rules::Decision::Allow(e) => types::Decision::Allow(Effects {
-            bucket_state: e.bucket_state.map(|b| BucketState { encrypted: b.encrypted, key_id: b.key_id }),
+            // The host attaches the bucket's key (its own, or the one
+            // created now); the rules' key id says nothing more.
+            bucket_setting: e.bucket_state.map(|b| BucketSetting { encrypted: b.encrypted }),
             seal_with: e.seal_with,
             open_with: e.open_with,
             report_algorithm: e.report_algorithm,
-            response_headers: e.response_headers,
+            response_headers: e.response_headers.into_iter().map(|(name, value)| Header { name, value }).collect(),
         }),
     }
 }
@@ -123,8 +170,11 @@ macro_rules! export_policy {
         struct __SealgatePolicy;
 
         impl $crate::wit::Guest for __SealgatePolicy {
-            fn describe() -> ($crate::__private::String, $crate::__private::String) {
-                ($crate::__private::ToString::to_string($name), $crate::__private::ToString::to_string($version))
+            fn describe() -> $crate::wit::sealgate::policy::types::ModuleInfo {
+                $crate::wit::sealgate::policy::types::ModuleInfo {
+                    name: $crate::__private::ToString::to_string($name),
+                    version: $crate::__private::ToString::to_string($version),
+                }
             }
 
             fn evaluate(

@@ -37,7 +37,7 @@ impl KeyService for FakeKms {
 
 impl FakeKms {
     fn check(&self) -> Result<(), KmsError> {
-        if self.down { Err(KmsError { code: "unavailable".into(), message: "down".into() }) } else { Ok(()) }
+        if self.down { Err(KmsError { kind: KmsErrorKind::Unavailable, message: "down".into() }) } else { Ok(()) }
     }
 }
 

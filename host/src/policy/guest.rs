@@ -1,24 +1,12 @@
-//! The host side of the WIT contract: bindings generated from `wit/`, the
-//! per-request store state, and the imports the guest may call.
+//! What one evaluation's store holds (the per-request state), and the KMS
+//! and log imports every contract version offers, in their host-side form:
+//! each checks the request's [`Scope`] before it touches the KMS.
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 
 use super::invariants::{KeyOrigin, Scope, Violation};
 use crate::kms::{DataKey, KeyContext, Kms, KmsError};
-
-wasmtime::component::bindgen!({
-    world: "policy",
-    path: "../wit",
-    imports: { default: async | trappable },
-    exports: { default: async },
-    with: {
-        "sealgate:policy/kms.data-key": HeldKey,
-    },
-});
-
-pub use sealgate::policy::kms::KmsError as WitKmsError;
-pub use sealgate::policy::types::{BucketState, Operation, Sealed};
 
 /// A data key the guest holds a handle to; the bytes stay here, with where
 /// the key came from.
@@ -72,9 +60,9 @@ impl ResourceLimiter for GuestState {
     }
 }
 
-fn wit_error(e: KmsError) -> WitKmsError {
-    WitKmsError { code: e.code().to_owned(), message: e.to_string() }
-}
+/// A KMS import's outcome: the outer error stops the guest (a violation or
+/// a host failure), the inner one is the KMS's answer the guest sees.
+pub type KmsCall<T> = wasmtime::Result<Result<T, KmsError>>;
 
 impl GuestState {
     fn hold(&mut self, key: DataKey, origin: KeyOrigin) -> wasmtime::Result<Resource<HeldKey>> {
@@ -83,89 +71,75 @@ impl GuestState {
 
     /// Stops the guest at an out-of-scope KMS call: a trap, so nothing it
     /// does afterwards can matter, and the reason kept for the log.
-    fn allowed<T>(&mut self, check: Result<T, Violation>) -> wasmtime::Result<T> {
+    pub fn allowed<T>(&mut self, check: Result<T, Violation>) -> wasmtime::Result<T> {
         check.map_err(|v| {
             let message = v.to_string();
             self.violation.get_or_insert(v);
             wasmtime::Error::msg(format!("policy violation: {message}"))
         })
     }
-}
 
-impl sealgate::policy::kms::HostDataKey for GuestState {
-    async fn key_id(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&key)?.key.key_id.clone())
-    }
-
-    async fn drop(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<()> {
-        self.table.delete(key)?;
-        Ok(())
-    }
-}
-
-impl sealgate::policy::kms::Host for GuestState {
-    async fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
-        let check = self.scope.may_create_key(&bucket, self.created_keys.len());
+    pub async fn create_bucket_key(&mut self, bucket: &str) -> KmsCall<String> {
+        let check = self.scope.may_create_key(bucket, self.created_keys.len());
         self.allowed(check)?;
         let kms = self.kms.clone();
-        let created = kms.create_key(&bucket).await;
+        let created = kms.create_key(bucket).await;
         if let Ok(key_id) = &created {
             self.created_keys.push(key_id.clone());
         }
-        Ok(created.map_err(wit_error))
+        Ok(created)
     }
 
-    async fn generate_data_key(&mut self, key_id: String) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
-        let check = self.scope.may_generate(&key_id);
+    pub async fn generate_data_key(&mut self, key_id: &str) -> KmsCall<Resource<HeldKey>> {
+        let check = self.scope.may_generate(key_id);
         self.allowed(check)?;
         let (kms, context) = (self.kms.clone(), self.contexts.target.clone());
-        match kms.generate_data_key(&key_id, &context).await {
+        match kms.generate_data_key(key_id, &context).await {
             Ok(key) => Ok(Ok(self.hold(key, KeyOrigin::Generated)?)),
-            Err(e) => Ok(Err(wit_error(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
-    async fn unwrap_data_key(
-        &mut self,
-        key_id: String,
-        wrapped: Vec<u8>,
-    ) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
-        let check = self.scope.may_unwrap(&key_id, &wrapped);
+    pub async fn unwrap_data_key(&mut self, key_id: &str, wrapped: &[u8]) -> KmsCall<Resource<HeldKey>> {
+        let check = self.scope.may_unwrap(key_id, wrapped);
         let origin = self.allowed(check)?;
         let context = match (&self.contexts.source, origin) {
             (Some(source), KeyOrigin::Source) => source.clone(),
             _ => self.contexts.target.clone(),
         };
         let kms = self.kms.clone();
-        match kms.unwrap_data_key(&key_id, &wrapped, &context).await {
+        match kms.unwrap_data_key(key_id, wrapped, &context).await {
             Ok(key) => Ok(Ok(self.hold(key, origin)?)),
-            Err(e) => Ok(Err(wit_error(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
-    async fn destroy_bucket_key(&mut self, key_id: String) -> wasmtime::Result<Result<(), WitKmsError>> {
-        let check = self.scope.may_destroy(&key_id);
+    pub fn destroy_bucket_key(&mut self, key_id: &str) -> wasmtime::Result<()> {
+        let check = self.scope.may_destroy(key_id);
         self.allowed(check)?;
         // Deferred: the bucket deletion may still fail (not empty), and a
         // key destroyed too early would make its objects unreadable.
-        self.destroy_after_commit.push(key_id);
-        Ok(Ok(()))
+        self.destroy_after_commit.push(key_id.to_owned());
+        Ok(())
     }
-}
 
-impl sealgate::policy::log::Host for GuestState {
-    async fn log(&mut self, level: sealgate::policy::log::Level, message: String) -> wasmtime::Result<()> {
-        use sealgate::policy::log::Level;
+    pub fn key_id(&self, key: &Resource<HeldKey>) -> wasmtime::Result<String> {
+        Ok(self.table.get(key)?.key.key_id.clone())
+    }
+
+    pub fn drop_key(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<()> {
+        self.table.delete(key)?;
+        Ok(())
+    }
+
+    pub fn log(&self, level: tracing::Level, message: &str) {
         let message: String = message.chars().take(512).collect();
         let sha = &self.module_sha256[..12];
         match level {
-            Level::Debug => tracing::debug!(module = sha, "{message}"),
-            Level::Info => tracing::info!(module = sha, "{message}"),
-            Level::Warn => tracing::warn!(module = sha, "{message}"),
-            Level::Error => tracing::error!(module = sha, "{message}"),
+            tracing::Level::DEBUG | tracing::Level::TRACE => tracing::debug!(module = sha, "{message}"),
+            tracing::Level::INFO => tracing::info!(module = sha, "{message}"),
+            tracing::Level::WARN => tracing::warn!(module = sha, "{message}"),
+            tracing::Level::ERROR => tracing::error!(module = sha, "{message}"),
         }
-        Ok(())
     }
 }
-
-impl sealgate::policy::types::Host for GuestState {}

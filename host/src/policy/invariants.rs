@@ -8,7 +8,7 @@
 //! a [`Violation`]: the request fails with 500, nothing is written, keys
 //! created for it are destroyed.
 
-use super::guest::{BucketState, Operation, Request, Sealed};
+use super::contract::{BucketState, Operation, Request, Sealed};
 
 /// A host-enforced invariant the module broke.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,17 @@ pub enum KeyOrigin {
     /// Unwrapped from the object or upload this request reads or extends.
     Target,
     /// Unwrapped from this request's copy source.
+    Source,
+}
+
+/// The keys a contract 2.0.0 import may act on.
+#[derive(Debug, Clone, Copy)]
+pub enum NamedKey {
+    /// The bucket's master key.
+    Bucket,
+    /// What the request reads or extends.
+    Target,
+    /// The copy source.
     Source,
 }
 
@@ -81,8 +92,25 @@ impl Scope {
         }
     }
 
-    fn bucket_key(&self) -> Option<&str> {
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn bucket_key(&self) -> Option<&str> {
         self.bucket_state.as_ref().and_then(|b| b.key_id.as_deref())
+    }
+
+    /// For contract 2.0.0's imports, which name no key: the bucket's key,
+    /// the target or the copy source, when the request has one.
+    pub fn named_key(&self, which: NamedKey) -> Result<Sealed, Violation> {
+        let found = match which {
+            NamedKey::Bucket => self.bucket_key().map(|k| Sealed { key_id: k.to_owned(), wrapped_key: Vec::new() }),
+            NamedKey::Target => self.target.clone(),
+            NamedKey::Source => self.source.clone(),
+        };
+        found.ok_or_else(|| {
+            violation(format!("{:?} on bucket {:?} has no {which:?} key to use", self.operation, self.bucket))
+        })
     }
 
     fn bucket_encrypted(&self) -> bool {

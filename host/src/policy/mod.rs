@@ -8,6 +8,7 @@
 //! timeout, a memory-limit hit or a malformed decision is an error the S3
 //! front answers with 500 InternalError, having written nothing.
 
+mod contract;
 mod guest;
 mod invariants;
 pub mod persisted;
@@ -21,13 +22,15 @@ use hyper::HeaderMap;
 use hyper::header::{HeaderName, HeaderValue};
 use sha2::Digest;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
-pub use guest::{BucketState, KeyContexts, Operation, Request, Sealed};
-use guest::{Decision, GuestState, HeldKey, PolicyPre};
+pub use contract::{BucketState, Operation, Request, Sealed};
+use contract::{Decision, PolicyPre};
+pub use guest::KeyContexts;
+use guest::{GuestState, HeldKey};
 use invariants::{KeyOrigin, Scope};
 pub use persisted::PersistedPolicy;
 
@@ -71,7 +74,7 @@ const TABLE_KEEP_RESIDENT: usize = 4 << 10;
 pub enum PolicyError {
     #[error("module does not compile as a component: {0}")]
     Compile(String),
-    #[error("module does not fit the sealgate:policy@1.0.0 world: {0}")]
+    #[error("module does not fit a sealgate:policy world (2.0.0 or 1.0.0): {0}")]
     Imports(String),
     #[error("module failed its self-test: {0}")]
     SelfTest(String),
@@ -91,13 +94,15 @@ pub struct PolicyInfo {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// The `sealgate:policy` version it was built against.
+    pub contract: String,
     /// RFC 3339.
     pub loaded_at: String,
     pub source: String,
 }
 
 struct LoadedPolicy {
-    pre: PolicyPre<GuestState>,
+    pre: PolicyPre,
     info: PolicyInfo,
 }
 
@@ -228,8 +233,7 @@ impl PolicyRuntime {
     ) -> anyhow::Result<Arc<Self>> {
         let engine = engine()?;
         let mut linker = Linker::new(&engine);
-        guest::Policy::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        contract::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         let kept = persisted.as_ref().map(PersistedPolicy::load).transpose()?.flatten();
         let (bytes, source) = match (kept, module) {
             (Some((bytes, source)), configured) => {
@@ -262,7 +266,8 @@ impl PolicyRuntime {
                 std::thread::sleep(EPOCH_TICK);
             }
         })?;
-        tracing::info!(policy = %runtime.info().name, sha256 = %runtime.info().sha256, "policy module loaded");
+        let info = runtime.info();
+        tracing::info!(policy = %info.name, contract = %info.contract, sha256 = %info.sha256, "policy module loaded");
         Ok(runtime)
     }
 
@@ -334,7 +339,7 @@ impl PolicyRuntime {
 /// are destroyed here.
 async fn evaluate_once(
     engine: &Engine,
-    pre: &PolicyPre<GuestState>,
+    pre: &PolicyPre,
     sha256: &str,
     kms: Arc<dyn Kms>,
     request: &Request,
@@ -406,12 +411,11 @@ fn new_store(
 }
 
 async fn call_evaluate(
-    pre: &PolicyPre<GuestState>,
+    pre: &PolicyPre,
     store: &mut Store<GuestState>,
     request: &Request,
 ) -> Result<Decision, PolicyError> {
-    let policy = pre.instantiate_async(&mut *store).await.map_err(|e| PolicyError::Guest(format!("{e:#}")))?;
-    policy.call_evaluate(&mut *store, request).await.map_err(|e| PolicyError::Guest(format!("{e:#}")))
+    pre.evaluate(store, request).await.map_err(|e| PolicyError::Guest(format!("{e:#}")))
 }
 
 /// Compiles a module and checks it against the world and the self-test.
@@ -429,13 +433,14 @@ async fn prepare(
         .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
     check_resources(&component)?;
     let instance_pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
-    let pre = PolicyPre::new(instance_pre).map_err(|e| PolicyError::Imports(format!("{e:#}")))?;
+    let pre = PolicyPre::new(instance_pre).map_err(PolicyError::Imports)?;
     let (name, version) = describe(engine, &pre, &sha256).await?;
     selftest::run(engine, &pre, &sha256).await?;
     let info = PolicyInfo {
         name,
         version,
         sha256,
+        contract: pre.contract().to_owned(),
         loaded_at: time::OffsetDateTime::from(SystemTime::now())
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -461,14 +466,12 @@ fn check_resources(component: &Component) -> Result<(), PolicyError> {
     Ok(())
 }
 
-async fn describe(engine: &Engine, pre: &PolicyPre<GuestState>, sha256: &str) -> Result<(String, String), PolicyError> {
+async fn describe(engine: &Engine, pre: &PolicyPre, sha256: &str) -> Result<(String, String), PolicyError> {
     let names = selftest::Names::random();
     let scope = Scope::of(&names.request(Operation::GetObject, &[], None));
     let mut store = new_store(engine, selftest::kms(), names.contexts(), scope, sha256);
-    let policy =
-        pre.instantiate_async(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("instantiation: {e:#}")))?;
     let (name, version) =
-        policy.call_describe(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("describe: {e:#}")))?;
+        pre.describe(&mut store).await.map_err(|e| PolicyError::SelfTest(format!("describe: {e:#}")))?;
     let printable = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
     if !printable(&name) || !printable(&version) {
         return Err(PolicyError::SelfTest("describe() returned an unprintable name or version".into()));
@@ -518,13 +521,13 @@ fn module_headers(headers: Vec<(String, String)>) -> Result<HeaderMap, PolicyErr
 /// it breaks an invariant the host enforces (see [`invariants`]).
 fn resolve(decision: Decision, store: &mut Store<GuestState>) -> Result<Verdict, PolicyError> {
     let effects = match decision {
-        Decision::Deny(e) => {
-            let code_ok = !e.code.is_empty() && e.code.len() <= 64 && e.code.chars().all(|c| c.is_ascii_alphanumeric());
-            if !(400..=599).contains(&e.status) || !code_ok {
-                return Err(PolicyError::Malformed(format!("denial with status {} and code {:?}", e.status, e.code)));
+        Decision::Deny { status, code, message } => {
+            let code_ok = !code.is_empty() && code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric());
+            if !(400..=599).contains(&status) || !code_ok {
+                return Err(PolicyError::Malformed(format!("denial with status {status} and code {code:?}")));
             }
-            let message = e.message.chars().take(1024).collect();
-            return Ok(Verdict::Deny { status: e.status, code: e.code, message });
+            let message = message.chars().take(1024).collect();
+            return Ok(Verdict::Deny { status, code, message });
         }
         Decision::Allow(effects) => effects,
     };

@@ -12,7 +12,7 @@ use rand::Rng;
 use wasmtime::Engine;
 use zeroize::Zeroizing;
 
-use super::guest::{BucketState, Operation, PolicyPre, Request, Sealed};
+use super::contract::{BucketState, Operation, PolicyPre, Request, Sealed};
 use super::{KeyContexts, PolicyError, Verdict, evaluate_once};
 use crate::kms::{DataKey, KeyContext, Kms, KmsError};
 
@@ -226,7 +226,7 @@ fn as_expected(expect: &Expect, verdict: &Verdict) -> bool {
     }
 }
 
-pub(super) async fn run(engine: &Engine, pre: &PolicyPre<super::GuestState>, sha256: &str) -> Result<(), PolicyError> {
+pub(super) async fn run(engine: &Engine, pre: &PolicyPre, sha256: &str) -> Result<(), PolicyError> {
     for _ in 0..ROUNDS {
         let names = Names::random();
         for (name, request, expect) in cases(&names) {
