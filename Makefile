@@ -4,7 +4,7 @@ PYTHON  ?= python3
 RELEASE := target/release
 POLICIES := target/policies
 
-.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-s3 test-garage soak bench fuzz lint clean
+.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-contract-1 test-python-s3 test-garage soak bench fuzz lint clean
 
 all: build
 
@@ -42,7 +42,7 @@ run: build
 	$(RELEASE)/sealgate serve
 
 ## test: install test dependencies, build once in release, run every test
-test: build fixtures test-deps test-rust test-python test-python-s3
+test: build fixtures test-deps test-rust test-python test-python-contract-1 test-python-s3
 
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
@@ -54,6 +54,13 @@ test-rust:
 
 test-python:
 	SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 tests/python
+
+## The rules suites once more on the default module as built against contract 1.0.0
+## (guest/fixtures/contract-1.0.0): the host still runs modules of the previous contract.
+CONTRACT_1_SUITES := test_encryption test_copy test_multipart test_post_object test_bucket_keys test_policy_invariants
+test-python-contract-1:
+	SEALGATE_TEST_POLICY=$(CURDIR)/guest/fixtures/contract-1.0.0/default.wasm SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate \
+		$(PYTHON) -m pytest -q -n 2 $(addprefix tests/python/,$(addsuffix .py,$(CONTRACT_1_SUITES)))
 
 ## The suites that pass against a SeaweedFS upstream (`--backend s3`), run again that way;
 ## the others are listed in docs/scale-out.md with what keeps them local.

@@ -29,6 +29,8 @@ from seaweed import SeaweedCluster  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealgate"
+# The default module as built against contract 1.0.0 (guest/fixtures/contract-1.0.0).
+CONTRACT_1_DEFAULT = REPO_ROOT / "guest" / "fixtures" / "contract-1.0.0" / "default.wasm"
 POLICIES_DIR = Path(os.environ.get("SEALGATE_POLICIES", REPO_ROOT / "target" / "policies"))
 
 ACCESS_KEY = "sealgate-test-ak"
@@ -157,6 +159,11 @@ class Gateway:
             cmd += ["--allow-sigv2"]
         # The local KMS key store always lives outside the data dir.
         cmd += ["--kms-local-dir", str(self.kms_dir)]
+        # SEALGATE_TEST_POLICY runs a suite with another module loaded at
+        # start (make test: the rules suites on the contract 1.0.0 module).
+        policy = os.environ.get("SEALGATE_TEST_POLICY")
+        if policy and "--policy" not in self.extra_args:
+            cmd += ["--policy", policy]
         return cmd + self.kms_args + self.backend_args + self.extra_args
 
     def upstream_flag(self, name: str) -> str | None:

@@ -10,7 +10,10 @@ Product rules (shared/spec/bucket-encryption.rst):
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+from pathlib import Path
 
 import pytest
 import requests
@@ -39,6 +42,18 @@ from helpers import (
 CHUNK = 64 * KiB
 PART = 5 * MiB
 BAD_VALUES = ["aws:kms", "aes256", "", "AES128", "aws:kms:dsse", "AES 256"]
+
+
+def test_the_suite_runs_on_the_module_it_was_given(gateway):
+    """make test runs this suite twice: on the embedded default (contract
+    2.0.0), and with SEALGATE_TEST_POLICY on the default module as built
+    against contract 1.0.0; the gateway must really run that module."""
+    info = gateway.policy()
+    given = os.environ.get("SEALGATE_TEST_POLICY")
+    if given:
+        assert info["sha256"] == hashlib.sha256(Path(given).read_bytes()).hexdigest(), info
+    else:
+        assert (info["source"], info["contract"]) == ("embedded default", "2.0.0"), info
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import POLICIES_DIR, unique_bucket_name
+from conftest import CONTRACT_1_DEFAULT, POLICIES_DIR, unique_bucket_name
 from helpers import (
     expect_error,
     get_bytes,
@@ -85,7 +85,8 @@ def assert_serving(gw) -> None:
 def test_policy_starts_with_embedded_default(private_gateway):
     info = private_gateway.policy()
     assert info["name"] == "default", info
-    assert set(info) >= {"name", "version", "sha256", "loaded_at", "source"}
+    assert set(info) >= {"name", "version", "sha256", "contract", "loaded_at", "source"}
+    assert info["contract"] == "2.0.0", info
     health = private_gateway.admin_get("/health").json()
     assert health["policy"]["name"] == "default"
     assert health["policy"]["sha256"] == info["sha256"]
@@ -134,6 +135,43 @@ def test_hot_swap_encrypt_all_and_back(private_gateway):
     assert got["Body"].read() == data and got["ServerSideEncryption"] == "AES256"
     assert put(s3, enc_all, "k2", b"later").get("ServerSideEncryption") == "AES256"
     assert not is_encrypted(s3, before_plain)
+
+
+def test_a_module_built_against_contract_1_runs_beside_2(private_gateway):
+    """The 1.0.0 default module (committed as built then) swaps in and
+    applies the rules; objects sealed under either contract open under the
+    other."""
+    gw = private_gateway
+    s3, encrypting = gw.client(), gw.encrypting_client()
+    under_2 = unique_bucket_name("v2")
+    encrypting.create_bucket(Bucket=under_2)
+    early = random_bytes(90_000)
+    put(s3, under_2, "early", early)
+
+    info = load_ok(gw, CONTRACT_1_DEFAULT)
+    assert (info["name"], info["contract"]) == ("default", "1.0.0"), info
+    under_1 = unique_bucket_name("v1")
+    encrypting.create_bucket(Bucket=under_1)
+    assert is_encrypted(s3, under_1)
+    data = random_bytes(120_000)
+    before = gw.stored_objects()
+    assert put(s3, under_1, "k", data).get("ServerSideEncryption") == "AES256"
+    for item in gw.stored_objects() - before:
+        assert data[4000:4064] not in gw.stored_bytes(item), "1.0.0 module: plaintext at rest"
+    assert get_bytes(s3, under_2, "early") == early
+    s3.copy_object(Bucket=under_1, Key="copied", CopySource={"Bucket": under_2, "Key": "early"})
+    assert get_bytes(s3, under_1, "copied") == early
+    plain = unique_bucket_name("plain")
+    s3.create_bucket(Bucket=plain)
+    expect_error(lambda: s3.put_object(Bucket=plain, Key="k", Body=b"x", ServerSideEncryption="AES256"),
+                 "InvalidArgument", 400)
+
+    assert load_ok(gw, DEFAULT)["contract"] == "2.0.0"
+    assert get_bytes(s3, under_1, "k") == data and get_bytes(s3, under_1, "copied") == early
+    s3.delete_object(Bucket=under_1, Key="k")
+    s3.delete_object(Bucket=under_1, Key="copied")
+    s3.delete_bucket(Bucket=under_1)  # its key, created under 1.0.0, destroyed under 2.0.0
+    expect_error(lambda: s3.head_bucket(Bucket=under_1), "404", 404)
 
 
 def test_the_sdk_example_module_adds_its_rules_to_the_documented_ones(private_gateway):

@@ -248,3 +248,49 @@ pub(super) async fn run(engine: &Engine, pre: &PolicyPre, sha256: &str) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{DEFAULT_MODULE, contract, engine, prepare};
+
+    const CONTRACT_1_DEFAULT: &[u8] = include_bytes!("../../../guest/fixtures/contract-1.0.0/default.wasm");
+
+    /// What a verdict decides, without the key handles.
+    fn outline(verdict: &Verdict) -> String {
+        match verdict {
+            Verdict::Deny { status, code, .. } => format!("deny {status} {code}"),
+            Verdict::Allow(a) => format!(
+                "allow bucket={:?} seal={} open={} report={:?} headers={:?}",
+                a.bucket_state.as_ref().map(|b| (b.encrypted, b.key_id.is_some())),
+                a.seal_with.is_some(),
+                a.open_with.is_some(),
+                a.report_algorithm,
+                a.response_headers,
+            ),
+        }
+    }
+
+    /// The 1.0.0 default module, run through its adapter, decides every
+    /// self-test case as the 2.0.0 one does.
+    #[tokio::test]
+    async fn the_contract_1_default_module_decides_as_the_contract_2_one() {
+        let engine = engine().unwrap();
+        let mut linker = wasmtime::component::Linker::new(&engine);
+        contract::add_to_linker(&mut linker).unwrap();
+        let old = prepare(&engine, &linker, CONTRACT_1_DEFAULT.to_vec(), "fixture".into()).await.unwrap();
+        let new = prepare(&engine, &linker, DEFAULT_MODULE.to_vec(), "embedded".into()).await.unwrap();
+        assert_eq!((old.info.contract.as_str(), new.info.contract.as_str()), ("1.0.0", "2.0.0"));
+        let names = Names::random();
+        for (name, request, _) in cases(&names) {
+            let mut outlines = Vec::new();
+            for loaded in [&old, &new] {
+                let kms = Arc::new(SelfTestKms::default());
+                let verdict =
+                    evaluate_once(&engine, &loaded.pre, &loaded.info.sha256, kms, &request, names.contexts()).await;
+                outlines.push(verdict.map(|v| outline(&v)).unwrap_or_else(|e| format!("error {e}")));
+            }
+            assert_eq!(outlines[0], outlines[1], "{name}");
+        }
+    }
+}
