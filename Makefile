@@ -119,6 +119,8 @@ fuzz: policies
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -p sealgate -p sealgate-policy -p sealgate-bench -- -D warnings
+	$(CARGO) clippy --profile wasm --target wasm32-wasip2 --target-dir target/policy-build \
+		-p sealgate-policy-sdk -p sealgate-policy-component -p sealgate-secure-prefix-policy -- -D warnings
 
 clean:
 	$(CARGO) clean

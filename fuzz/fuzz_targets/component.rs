@@ -5,7 +5,7 @@
 //! invariants of `sealgate_policy::fuzzing::check` and agree with the rules
 //! run natively on the same input and KMS script.
 //!
-//! Why its own bindings of ../wit rather than `sealgate::policy::PolicyRuntime`:
+//! Why its own bindings of ../wit/v2.0.0 (the current contract) rather than `sealgate::policy::PolicyRuntime`:
 //! the host crate's build script builds the default component for
 //! wasm32-wasip2 with the *current* toolchain (nightly, under cargo fuzz),
 //! and the nightly toolchain here has no wasm32-wasip2 standard library
@@ -27,14 +27,14 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 wasmtime::component::bindgen!({
     world: "policy",
-    path: "../wit",
+    path: "../wit/v2.0.0",
     imports: { default: trappable },
     with: {
         "sealgate:policy/kms.data-key": HeldKey,
     },
 });
 
-use crate::sealgate::policy::kms::KmsError as WitKmsError;
+use crate::sealgate::policy::kms::{KmsError as WitKmsError, KmsErrorKind};
 use crate::sealgate::policy::types as wit;
 
 /// A data key handle: the serial the stub KMS handed out.
@@ -44,22 +44,40 @@ struct State {
     table: ResourceTable,
     limits: StoreLimits,
     log: KmsLog,
+    /// The request, for the keys contract 2.0.0's imports stand for.
+    request: rules::Request,
 }
 
 fn wit_error(kind: sealgate_policy::fuzzing::FailKind) -> WitKmsError {
-    WitKmsError { code: kind.code().to_owned(), message: format!("scripted failure ({})", kind.code()) }
+    let wit_kind = match kind {
+        rules::KmsErrorKind::Unavailable => KmsErrorKind::Unavailable,
+        rules::KmsErrorKind::Refused => KmsErrorKind::Refused,
+        rules::KmsErrorKind::NotFound => KmsErrorKind::NotFound,
+        rules::KmsErrorKind::Invalid => KmsErrorKind::Invalid,
+    };
+    WitKmsError { kind: wit_kind, message: format!("scripted failure ({})", kind.code()) }
+}
+
+/// An import for a key the request does not have: the host stops the guest
+/// there (a violation), so here it is a finding.
+fn out_of_scope(what: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("policy violation: {what} outside the request's scope"))
+}
+
+impl State {
+    fn hand_out(&mut self, issued: Result<u64, sealgate_policy::fuzzing::FailKind>) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        match issued {
+            Ok(serial) => Ok(Ok(self.table.push(HeldKey(serial))?)),
+            Err(kind) => Ok(Err(wit_error(kind))),
+        }
+    }
+
+    fn bucket_key(&self) -> Option<String> {
+        self.request.bucket_state.as_ref().and_then(|b| b.key_id.clone())
+    }
 }
 
 impl crate::sealgate::policy::kms::HostDataKey for State {
-    fn key_id(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<String> {
-        let serial = self.table.get(&key)?.0;
-        Ok(match self.log.lookup(serial) {
-            Some(sealgate_policy::fuzzing::Issue::Generate { key_id })
-            | Some(sealgate_policy::fuzzing::Issue::Unwrap { key_id, .. }) => key_id.clone(),
-            None => String::new(),
-        })
-    }
-
     fn drop(&mut self, key: Resource<HeldKey>) -> wasmtime::Result<()> {
         self.table.delete(key)?;
         Ok(())
@@ -67,29 +85,31 @@ impl crate::sealgate::policy::kms::HostDataKey for State {
 }
 
 impl crate::sealgate::policy::kms::Host for State {
-    fn create_bucket_key(&mut self, bucket: String) -> wasmtime::Result<Result<String, WitKmsError>> {
-        Ok(self.log.create(&bucket).map_err(wit_error))
+    fn create_bucket_key(&mut self) -> wasmtime::Result<Result<(), WitKmsError>> {
+        let bucket = self.request.bucket.clone();
+        Ok(self.log.create(&bucket).map(drop).map_err(wit_error))
     }
 
-    fn generate_data_key(&mut self, key_id: String) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
-        match self.log.generate(&key_id) {
-            Ok(serial) => Ok(Ok(self.table.push(HeldKey(serial))?)),
-            Err(kind) => Ok(Err(wit_error(kind))),
-        }
+    fn generate_data_key(&mut self) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let key_id = self.bucket_key().ok_or_else(|| out_of_scope("a data key without a bucket key"))?;
+        let issued = self.log.generate(&key_id);
+        self.hand_out(issued)
     }
 
-    fn unwrap_data_key(
-        &mut self,
-        key_id: String,
-        wrapped: Vec<u8>,
-    ) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
-        match self.log.unwrap(&key_id, &wrapped) {
-            Ok(serial) => Ok(Ok(self.table.push(HeldKey(serial))?)),
-            Err(kind) => Ok(Err(wit_error(kind))),
-        }
+    fn open_target(&mut self) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let target = self.request.target.clone().ok_or_else(|| out_of_scope("opening a target"))?;
+        let issued = self.log.unwrap(&target.key_id, &target.wrapped_key);
+        self.hand_out(issued)
     }
 
-    fn destroy_bucket_key(&mut self, key_id: String) -> wasmtime::Result<Result<(), WitKmsError>> {
+    fn open_source(&mut self) -> wasmtime::Result<Result<Resource<HeldKey>, WitKmsError>> {
+        let source = self.request.source.clone().ok_or_else(|| out_of_scope("opening a copy source"))?;
+        let issued = self.log.unwrap(&source.key_id, &source.wrapped_key);
+        self.hand_out(issued)
+    }
+
+    fn destroy_bucket_key(&mut self) -> wasmtime::Result<Result<(), WitKmsError>> {
+        let key_id = self.bucket_key().ok_or_else(|| out_of_scope("destroying a bucket key"))?;
         // As in the host: deferred until the request commits, Ok now.
         self.log.destroyed.push(key_id);
         Ok(Ok(()))
@@ -172,18 +192,17 @@ fn to_wit(request: &rules::Request) -> wit::Request {
         R::GetObject => W::GetObject,
         R::HeadObject => W::HeadObject,
     };
-    let sealed = |s: &rules::Sealed| wit::Sealed { key_id: s.key_id.clone(), wrapped_key: s.wrapped_key.clone() };
     wit::Request {
         operation,
         bucket: request.bucket.clone(),
         key: request.key.clone(),
-        headers: request.headers.clone(),
+        headers: request.headers.iter().map(|(name, value)| wit::Header { name: name.clone(), value: value.clone() }).collect(),
         bucket_state: request
             .bucket_state
             .as_ref()
-            .map(|b| wit::BucketState { encrypted: b.encrypted, key_id: b.key_id.clone() }),
-        target: request.target.as_ref().map(sealed),
-        source: request.source.as_ref().map(sealed),
+            .map(|b| wit::BucketState { encrypted: b.encrypted, has_key: b.key_id.is_some() }),
+        target_sealed: request.target.is_some(),
+        source_sealed: request.source.is_some(),
         requested_algorithm: request.requested_algorithm.clone(),
     }
 }
@@ -203,6 +222,7 @@ fn run_component(engine: &Engine, pre: &PolicyPre<State>, input: &Input) -> (Obs
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(8).tables(8).memories(4).build(),
         log: KmsLog::new(&input.kms),
+        request: input.request.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -217,12 +237,18 @@ fn run_component(engine: &Engine, pre: &PolicyPre<State>, input: &Input) -> (Obs
         wit::Decision::Allow(e) => {
             let seal_with = resolve_key(&mut store, e.seal_with);
             let open_with = resolve_key(&mut store, e.open_with);
+            // As the host does: the bucket keeps its key, else gets the one
+            // created in this request (a bucket being created has none yet).
+            let state = store.data();
+            let creating = state.request.operation == rules::Operation::CreateBucket;
+            let own = state.bucket_key().filter(|_| !creating);
+            let attached = own.or_else(|| state.log.created.first().cloned());
             Observed::Allow(ObservedEffects {
-                bucket_state: e.bucket_state.map(|b| rules::BucketState { encrypted: b.encrypted, key_id: b.key_id }),
+                bucket_state: e.bucket_setting.map(|b| rules::BucketState { encrypted: b.encrypted, key_id: attached }),
                 seal_with,
                 open_with,
                 report_algorithm: e.report_algorithm,
-                response_headers: e.response_headers,
+                response_headers: e.response_headers.into_iter().map(|h| (h.name, h.value)).collect(),
             })
         }
     };

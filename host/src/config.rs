@@ -161,7 +161,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<Secret>,
 
-    /// Policy module (a sealgate:policy@1.0.0 component) to start with and to re-read on SIGHUP [default: the embedded default module]
+    /// Policy module (a sealgate:policy@2.0.0 or 1.0.0 component) to start with and to re-read on SIGHUP [default: the embedded default module]
     #[arg(long, env = "SEALGATE_POLICY")]
     pub policy: Option<PathBuf>,
 

@@ -69,7 +69,7 @@ enum KmsCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Swap in a policy module (a sealgate:policy@1.0.0 component) without a restart.
+    /// Swap in a policy module (a sealgate:policy@2.0.0 or 1.0.0 component) without a restart.
     /// The gateway compiles, checks and self-tests it first; a refused module changes nothing.
     Load {
         /// The component file, e.g. target/policies/encrypt-all.wasm

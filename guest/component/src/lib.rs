@@ -1,5 +1,5 @@
 //! The thin wrapper that exports the rules of `sealgate-policy` as a
-//! `sealgate:policy@1.0.0` component, through the policy SDK
+//! `sealgate:policy@2.0.0` component, through the policy SDK
 //! (`guest/sdk`), which owns the bindings, the conversions and the
 //! `no_std` runtime glue.
 //!

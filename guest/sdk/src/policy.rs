@@ -14,6 +14,8 @@ use alloc::vec::Vec;
 pub use sealgate_policy as rules;
 
 /// The generated bindings of `wit/v2.0.0`, for a module that needs the raw types.
+// The canonical ABI flattens the request record into one argument per field.
+#[allow(clippy::too_many_arguments)]
 pub mod wit {
     wit_bindgen::generate!({
         world: "policy",

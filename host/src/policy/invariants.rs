@@ -92,6 +92,10 @@ impl Scope {
         }
     }
 
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }

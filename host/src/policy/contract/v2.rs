@@ -134,9 +134,11 @@ pub fn request(r: &host::Request) -> wit::Request {
 
 /// The key a 2.0.0 bucket setting stands for: the bucket keeps its own,
 /// else it gets the one created in this request, encrypted or not (the aws
-/// module gives every bucket its key at creation).
+/// module gives every bucket its key at creation). A bucket being created
+/// has no key of its own yet.
 fn attached_key(state: &GuestState) -> Option<String> {
-    let own = state.scope.bucket_key().map(str::to_owned);
+    let creating = state.scope.operation() == host::Operation::CreateBucket;
+    let own = state.scope.bucket_key().filter(|_| !creating).map(str::to_owned);
     own.or_else(|| state.created_keys.first().cloned())
 }
 
