@@ -110,15 +110,41 @@ pub async fn policy() -> Result<()> {
     let runtime = PolicyRuntime::start(kms, Arc::new(Metrics::default()), None, None).await?;
     let contexts = KeyContexts { target: KeyContext { bucket: "bench".into(), key: "object".into() }, source: None };
     println!("\n## Policy guest (fresh store and instance per request, pooling allocator)\n");
-    println!("| request | p50 | p99 | minor page faults per evaluation |");
-    println!("| --- | --- | --- | --- |");
+    println!("| module | request | p50 | p99 | minor page faults per evaluation |");
+    println!("| --- | --- | --- | --- | --- |");
+    // The same rules built against both contracts: what the 1.0.0 adapter costs.
+    let contract_1 = "guest/fixtures/contract-1.0.0/default.wasm";
+    for (module, bytes) in [
+        ("default (contract 2.0.0)", sealgate::policy::DEFAULT_MODULE.to_vec()),
+        ("default (contract 1.0.0)", std::fs::read(contract_1).map_err(|e| anyhow::anyhow!("{contract_1}: {e}"))?),
+    ] {
+        runtime.load(bytes, module.into()).await?;
+        evaluation_rows(&runtime, module, &key_id, &contexts).await?;
+    }
+    println!("\n| swap (compile + import check + self-test + swap) | median of 5 |");
+    println!("| --- | --- |");
+    for module in ["default", "encrypt-all", "aws"] {
+        let path = format!("target/policies/{module}.wasm");
+        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{path}: {e} (run make policies)"))?;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            runtime.load(bytes.clone(), path.clone()).await?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("| {module}.wasm ({} KB) | {:.0} ms |", bytes.len() / 1000, super::median(times));
+    }
+    Ok(())
+}
+
+async fn evaluation_rows(runtime: &PolicyRuntime, module: &str, key_id: &str, contexts: &KeyContexts) -> Result<()> {
     for (name, encrypted) in [
         ("PutObject, plaintext bucket (no KMS call)", false),
         ("PutObject, encrypted bucket (includes the local KMS data key)", true),
     ] {
         let mut r = request(encrypted);
         if encrypted {
-            r.bucket_state = Some(BucketState { encrypted: true, key_id: Some(key_id.clone()) });
+            r.bucket_state = Some(BucketState { encrypted: true, key_id: Some(key_id.to_owned()) });
         }
         let mut samples = Vec::with_capacity(3000);
         let mut faults_before = 0;
@@ -137,23 +163,10 @@ pub async fn policy() -> Result<()> {
         let faults = (minor_faults() - faults_before) as f64 / samples.len() as f64;
         samples.sort();
         println!(
-            "| {name} | {:.1} µs | {:.1} µs | {faults:.1} |",
+            "| {module} | {name} | {:.1} µs | {:.1} µs | {faults:.1} |",
             percentile(&samples, 0.5).as_secs_f64() * 1e6,
             percentile(&samples, 0.99).as_secs_f64() * 1e6
         );
-    }
-    println!("\n| swap (compile + import check + self-test + swap) | median of 5 |");
-    println!("| --- | --- |");
-    for module in ["default", "encrypt-all", "aws"] {
-        let path = format!("target/policies/{module}.wasm");
-        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{path}: {e} (run make policies)"))?;
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let started = Instant::now();
-            runtime.load(bytes.clone(), path.clone()).await?;
-            times.push(started.elapsed().as_secs_f64() * 1e3);
-        }
-        println!("| {module}.wasm ({} KB) | {:.0} ms |", bytes.len() / 1000, super::median(times));
     }
     Ok(())
 }
