@@ -4,7 +4,7 @@ PYTHON  ?= python3
 RELEASE := target/release
 POLICIES := target/policies
 
-.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-contract-1 test-python-s3 test-garage soak bench fuzz lint clean
+.PHONY: all deps build policies fixtures run test test-deps test-rust test-python test-python-contract-1 test-python-s3 test-garage soak bench fuzz fuzz-stable lint clean
 
 all: build
 
@@ -114,6 +114,16 @@ fuzz: policies
 		mkdir -p fuzz/target/corpus/$$t && \
 		(cd fuzz && $(CARGO) +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)) || exit 1; \
 	done
+
+## fuzz-stable: where no nightly toolchain is at hand: the component target (the built modules under
+## contract 2.0.0, against the native rules) built on stable without coverage instrumentation, so
+## libFuzzer mutates blindly. Replays the committed seeds, then FUZZ_SECONDS of mutations; a
+## finding lands in fuzz/artifacts/. Weaker than `make fuzz`, which it does not replace.
+fuzz-stable: policies
+	$(CARGO) build --manifest-path fuzz/Cargo.toml --bin component
+	@mkdir -p fuzz/artifacts fuzz/target/corpus/stable
+	fuzz/target/debug/component fuzz/target/corpus/stable fuzz/corpus/component fuzz/corpus/rules -artifact_prefix=fuzz/artifacts/ \
+		-max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 ## lint: formatting and clippy
 lint:
