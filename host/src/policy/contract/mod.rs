@@ -1,5 +1,6 @@
 //! The contract versions the host runs, and the host's own view of a
-//! request and a decision that all of them are converted to and from.
+//! request (the rules crate's plain types) and of a decision, which all of
+//! them are converted to and from.
 //!
 //! One module per `sealgate:policy` version (`wit/v*/`), each with its
 //! bindings, its imports and its conversions, as Zed's extension host keeps
@@ -16,59 +17,9 @@ use wasmtime::component::{HasSelf, InstancePre, Linker, Resource};
 
 use super::guest::{GuestState, HeldKey};
 
-/// The S3 operations the rules are consulted for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    CreateBucket,
-    DeleteBucket,
-    PutBucketEncryption,
-    GetBucketEncryption,
-    DeleteBucketEncryption,
-    PutObject,
-    CopyObject,
-    PostObject,
-    CreateMultipartUpload,
-    UploadPart,
-    UploadPartCopy,
-    CompleteMultipartUpload,
-    GetObject,
-    HeadObject,
-}
-
-/// A bucket's encryption setting as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BucketState {
-    pub encrypted: bool,
-    /// The bucket master key; kept after DeleteBucketEncryption so that
-    /// objects sealed before stay readable.
-    pub key_id: Option<String>,
-}
-
-/// How an existing object, upload or copy source is sealed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    pub key_id: String,
-    pub wrapped_key: Vec<u8>,
-}
-
-/// What the rules are asked about one request.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub operation: Operation,
-    pub bucket: String,
-    pub key: Option<String>,
-    /// Every request header, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// None when the bucket does not exist yet.
-    pub bucket_state: Option<BucketState>,
-    /// GetObject/HeadObject: the object; UploadPart, UploadPartCopy,
-    /// CompleteMultipartUpload: the upload. None when stored in plaintext.
-    pub target: Option<Sealed>,
-    /// CopyObject/UploadPartCopy: the source object, when it is sealed.
-    pub source: Option<Sealed>,
-    /// PutBucketEncryption: the SSE algorithm the configuration asks for.
-    pub requested_algorithm: Option<String>,
-}
+/// What the rules are asked about, in the rules crate's plain types: the
+/// host's own view of a request, whatever contract the module speaks.
+pub use sealgate_policy::{BucketState, Operation, Request, Sealed};
 
 /// A module's answer, before the host checks it.
 pub enum Decision {
