@@ -71,13 +71,16 @@ test-python-s3:
 	SEALGATE_TEST_BACKEND=s3 SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 \
 		$(addprefix tests/python/,$(addsuffix .py,$(S3_BACKEND_SUITES))) $(addprefix tests/python/,$(S3_BACKEND_TESTS))
 
-## test-garage: Garage 2.x as the upstream, a three-node cluster (cargo install --locked garage
-## first when it is missing: about 13 minutes); see tests/python/test_garage.py
+## test-garage: Garage 2.x as the upstream, three-node clusters with replication factor 3 (cargo install
+## --locked garage first when it is missing: about 13 minutes): the scale-out suites and the suites of
+## test-python-s3 with Garage in SeaweedFS's place, and tests/python/test_garage.py
 GARAGE_VERSION := 2.5.0
+GARAGE_SUITES := $(S3_BACKEND_SUITES) test_scale_out test_scale_out_clients test_garage
 test-garage: build test-deps
 	@command -v garage >/dev/null || [ -x "$(HOME)/.cargo/bin/garage" ] || \
 		$(CARGO) install --locked garage@$(GARAGE_VERSION)
-	SEALGATE_TEST_GARAGE=1 SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q tests/python/test_garage.py
+	SEALGATE_TEST_GARAGE=1 SEALGATE_TEST_BACKEND=garage SEALGATE_BIN=$(CURDIR)/$(RELEASE)/sealgate $(PYTHON) -m pytest -q -n 2 \
+		$(addprefix tests/python/,$(addsuffix .py,$(GARAGE_SUITES))) $(addprefix tests/python/,$(S3_BACKEND_TESTS))
 
 ## soak: the crash/soak harness, SOAK_SECONDS (default 300) of clients writing while the gateway
 ## is SIGKILLed and restarted; prints counts, fails on any lost or corrupted write (make test runs 60 s)

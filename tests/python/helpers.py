@@ -51,8 +51,8 @@ def multipart_etag(parts: Iterable[bytes]) -> str:
 
 
 def on_upstream_backend() -> bool:
-    """The suite runs against `--backend s3` (SEALGATE_TEST_BACKEND=s3)."""
-    return os.environ.get("SEALGATE_TEST_BACKEND", "local") == "s3"
+    """The suite runs against `--backend s3` (SEALGATE_TEST_BACKEND=s3 or garage)."""
+    return os.environ.get("SEALGATE_TEST_BACKEND", "local") in ("s3", "garage")
 
 
 def assert_sealed_etag(etag: str, data: bytes) -> None:

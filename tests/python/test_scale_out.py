@@ -1,6 +1,7 @@
 """Scale-out: three stateless gateways (`--backend s3`) in front of one real
 SeaweedFS cluster (one master, three volume servers, replication 001, a
-filer with its S3 API). Every request may go to any gateway; the tests send
+filer with its S3 API), or with SEALGATE_TEST_BACKEND=garage a three-node
+Garage cluster. Every request may go to any gateway; the tests send
 consecutive steps to different ones on purpose, and read the upstream
 directly (not through sealgate) to see what it learned.
 """
@@ -22,11 +23,10 @@ import pytest
 import requests
 
 import helpers
-from conftest import ENCRYPTED, REPO_ROOT, SEAWEED_AWS_LIKE, Gateway, sealgate_bin, upstream_args
+from conftest import ENCRYPTED, REPO_ROOT, Gateway, new_upstream_cluster, sealgate_bin, upstream_args
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 from round_robin import RoundRobin  # noqa: E402
-from seaweed import SeaweedCluster  # noqa: E402
 
 MARKER = b"SEALGATE-PLAINTEXT-MARKER-"
 
@@ -194,6 +194,41 @@ def test_bucket_state_is_never_stale_across_gateways(fleet):
     a.delete_bucket(Bucket=bucket)
     helpers.expect_error(lambda: b.put_object(Bucket=bucket, Key="k", Body=b"x"), "NoSuchBucket", 404)
     helpers.expect_error(lambda: c.head_bucket(Bucket=bucket), "404", 404)
+
+
+def test_first_writes_through_three_gateways_start_one_bucket_key(fleet):
+    """The first PUT into an encrypted bucket starts its bucket-key epoch, a
+    change of the bucket record. Three at once through three gateways: the
+    record's compare-and-swap (on Garage: its lock) keeps exactly one epoch,
+    and every object is sealed under it. A lost update here would leave
+    objects under an epoch the record no longer holds: unreadable."""
+    up = fleet.upstream()
+    for round_ in range(8):
+        bucket = fleet.bucket(True, via=round_ % 3)
+        bodies = {f"k{i}": marked(2000 + 97 * i + round_) for i in range(3)}
+        start = threading.Barrier(3)
+        failures = []
+
+        def put(client, key):
+            start.wait()
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=bodies[key])
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(e)
+
+        threads = [threading.Thread(target=put, args=(cl, key)) for cl, key in zip(fleet.clients, bodies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        record = json.loads(up.get_object(Bucket="sealgate-state", Key=f"buckets/{bucket}")["Body"].read())
+        assert len(record["encryption"]["bucket_keys"]) == 1, record["encryption"]["bucket_keys"]
+        for client in fleet.clients:
+            for key, body in bodies.items():
+                assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    locks = up.list_objects_v2(Bucket="sealgate-state", Prefix="locks/").get("Contents", [])
+    assert locks == [], locks
 
 
 def test_ownership_and_creation_races_across_gateways(fleet):
@@ -505,7 +540,7 @@ def test_aws_cli_sync_through_round_robin(fleet, tmp_path):
 
 def test_upstream_outage_is_503_and_heals(tmp_path):
     """Own cluster and gateway: the upstream is stopped under them."""
-    sw = SeaweedCluster(tmp_path / "swfs", filer_args=SEAWEED_AWS_LIKE)
+    sw = new_upstream_cluster(tmp_path / "upstream")
     sw.start()
     gw = Gateway(tmp_path / "gw", backend_args=upstream_args(sw))
     try:

@@ -5,6 +5,12 @@ buckets.
 
     with GarageCluster(tmp_path / "garage") as g:
         client = g.client()             # boto3, path-style, SigV4, region us-east-1
+        g.stop_s3()                     # every node down: the S3 port refuses connections
+        g.start_s3()                    # back, same ports, same metadata
+
+Its interface is SeaweedCluster's (`s3_endpoint`, `access_key`,
+`secret_key`, `client()`, `stop_s3()`, `start_s3()`), so the suites run on
+either.
 
 The `garage` binary is `$GARAGE_BIN`, else `garage` on PATH or in
 ~/.cargo/bin (`cargo install --locked garage`; `make test-garage` does).
@@ -95,25 +101,32 @@ class GarageCluster:
                     raise TimeoutError(f"Garage: {what}: {e}") from e
                 time.sleep(0.5)
 
-    def start(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(self.nodes):
-            config = self._write_config(i)
-            self.configs.append(config)
+    def _spawn(self) -> None:
+        for config in self.configs:
             log = open(config.parent / "garage.log", "ab")
             env = {**os.environ, "RUST_LOG": "garage=warn"}
             self.procs.append(subprocess.Popen([self.garage, "-c", str(config), "server"],
                                                stdout=log, stderr=subprocess.STDOUT, env=env))
-        ids = [self._until(f"node {i} id", lambda i=i: self.cli("node", "id", "-q", node=i).strip())
-               for i in range(self.nodes)]
-        for peer in ids[1:]:
-            self._until("connect", lambda peer=peer: self.cli("node", "connect", peer))
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.configs = [self._write_config(i) for i in range(self.nodes)]
+        self._spawn()
+        ids = self._connect()
         for node_id in ids:
             self.cli("layout", "assign", "-z", "dc1", "-c", "1G", node_id.split("@")[0])
         self.cli("layout", "apply", "--version", "1")
         self.cli("key", "import", "--yes", "-n", "sealgate", self.access_key, self.secret_key)
         self.cli("key", "allow", "--create-bucket", self.access_key)
         self._until("S3 ready", self._probe)
+
+    def _connect(self) -> list[str]:
+        """Node 0 connects to the others; returns the nodes' ids."""
+        ids = [self._until(f"node {i} id", lambda i=i: self.cli("node", "id", "-q", node=i).strip())
+               for i in range(self.nodes)]
+        for peer in ids[1:]:
+            self._until("connect", lambda peer=peer: self.cli("node", "connect", peer))
+        return ids
 
     def _probe(self) -> None:
         c = self.client()
@@ -132,6 +145,16 @@ class GarageCluster:
                             region_name=self.region, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key,
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+    def stop_s3(self) -> None:
+        """Every node stopped (one node's S3 port is the gateways' endpoint)."""
+        self.stop()
+
+    def start_s3(self) -> None:
+        """The nodes again, with their metadata: the layout and key stay."""
+        self._spawn()
+        self._connect()
+        self._until("S3 ready after restart", self._probe)
 
     def stop(self) -> None:
         for p in self.procs:

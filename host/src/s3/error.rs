@@ -51,11 +51,6 @@ pub fn storage_error(e: StorageError) -> S3Error {
             tracing::error!(error = %e, "metadata store failed");
             s3_error!(InternalError, "We encountered an internal error. Please try again.")
         }
-        // Only at start-up, before anything is served.
-        e @ StorageError::UnsafeUpstream(_) => {
-            tracing::error!(error = %e, "unsafe upstream");
-            s3_error!(InternalError, "We encountered an internal error. Please try again.")
-        }
         StorageError::Unavailable(e) => {
             tracing::warn!(error = %e, "upstream storage unavailable");
             s3_error!(ServiceUnavailable, "The storage behind this gateway is unavailable. Please retry.")

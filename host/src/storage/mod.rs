@@ -57,13 +57,6 @@ pub enum StorageError {
     /// What this backend cannot do (said to the client as NotImplemented).
     #[error("not supported by this storage backend: {0}")]
     Unsupported(&'static str),
-    /// The upstream stores a PutObject whose condition fails (checked at
-    /// start); the bucket records need conditional writes.
-    #[error(
-        "the upstream ignores conditional writes ({0} on PutObject was stored instead of refused with 412); \
-         sealgate's bucket records need them, see docs/scale-out.md"
-    )]
-    UnsafeUpstream(&'static str),
     /// A sealed multipart upload upstream needs every part but the last to
     /// be a whole number of 64 KiB chunks (see docs/scale-out.md).
     #[error("a part other than the last is not a multiple of 64 KiB")]

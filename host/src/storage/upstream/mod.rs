@@ -15,6 +15,7 @@
 mod buckets;
 mod client;
 mod objects;
+mod record_lock;
 mod state;
 mod upload_id;
 mod uploads;
@@ -50,13 +51,15 @@ pub struct UpstreamStorage {
     pending: Arc<Mutex<HashMap<String, objects::PendingWrite>>>,
     /// Bucket records recently read, for reads of objects (see buckets.rs).
     read_cache: buckets::ReadCache,
+    /// How bucket records change atomically on this upstream (state.rs).
+    record_writes: state::RecordWrites,
 }
 
 impl UpstreamStorage {
     /// Connects, creates the state bucket if the upstream has none, and
-    /// refuses an upstream without conditional writes.
+    /// finds out whether the upstream honours conditional writes.
     pub async fn open(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
-        let storage = Self {
+        let mut storage = Self {
             client: client::build(settings),
             prefix: settings.bucket_prefix.clone(),
             state_bucket: settings.state_bucket.clone(),
@@ -67,9 +70,10 @@ impl UpstreamStorage {
             metrics,
             pending: Arc::default(),
             read_cache: buckets::ReadCache::default(),
+            record_writes: state::RecordWrites::Conditional,
         };
         storage.ensure_bucket(&storage.state_bucket).await?;
-        storage.check_conditional_writes().await?;
+        storage.record_writes = storage.probe_record_writes().await?;
         Ok(storage)
     }
 

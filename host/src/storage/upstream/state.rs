@@ -1,6 +1,8 @@
 //! Bucket records in the state bucket: `buckets/<name>`, the JSON of a
-//! [`BucketRecord`], changed only by conditional writes so that two
-//! gateways never overwrite each other's change.
+//! [`BucketRecord`], changed only by compare-and-swap so that two gateways
+//! never overwrite each other's change: a conditional PutObject where the
+//! upstream honours its conditions, else a check and a write under the
+//! record's lock (`record_lock.rs`).
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -15,7 +17,17 @@ fn record_key(name: &str) -> String {
     format!("buckets/{name}")
 }
 
+/// How the record changes are made atomic, as the start-up probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecordWrites {
+    /// `If-None-Match: *` and `If-Match` on PutObject.
+    Conditional,
+    /// The upstream stores conditional writes whose condition fails.
+    Locked,
+}
+
 /// How a conditional write is guarded.
+#[derive(Clone, Copy)]
 enum Guard<'a> {
     /// Only if no record exists.
     Absent,
@@ -52,6 +64,43 @@ impl UpstreamStorage {
 
     /// Writes a record; false when the guard did not hold.
     async fn write_record(&self, record: &BucketRecord, guard: Option<Guard<'_>>) -> Result<bool, StorageError> {
+        if self.record_writes == RecordWrites::Conditional {
+            return self.put_record_object(record, guard).await;
+        }
+        let lock = self.lock_state_object(&record_key(&record.name)).await?;
+        let written = match guard {
+            Some(guard) if !self.guard_holds(&record.name, guard).await? => Ok(false),
+            _ => match lock.check_fresh() {
+                Ok(()) => self.put_record_object(record, None).await,
+                Err(e) => Err(e),
+            },
+        };
+        lock.release().await;
+        written
+    }
+
+    /// Under the record's lock: whether the guard holds now.
+    async fn guard_holds(&self, name: &str, guard: Guard<'_>) -> Result<bool, StorageError> {
+        self.metrics.upstream_request("HeadObject");
+        let head = self.client.head_object().bucket(&self.state_bucket).key(record_key(name)).send().await;
+        let etag = match head {
+            Ok(output) => Some(unquote(output.e_tag())),
+            Err(e) => {
+                let failure = Failure::from_sdk(e);
+                if !failure.not_found() {
+                    return Err(failure.into());
+                }
+                None
+            }
+        };
+        Ok(match guard {
+            Guard::Absent => etag.is_none(),
+            Guard::Unchanged(expected) => etag.as_deref() == Some(expected),
+        })
+    }
+
+    /// One PutObject of a record, with the guard as its condition.
+    async fn put_record_object(&self, record: &BucketRecord, guard: Option<Guard<'_>>) -> Result<bool, StorageError> {
         self.metrics.upstream_request("PutObject");
         let body = serde_json::to_vec(record).expect("records serialize");
         let mut put = self
@@ -80,12 +129,9 @@ impl UpstreamStorage {
         }
     }
 
-    /// Refuses an upstream that ignores conditional PutObject: the bucket
-    /// records rely on `If-None-Match: *` (one CreateBucket wins) and
-    /// `If-Match` (no lost update), and an upstream that answers 200 to both
-    /// (Garage 2.x does) would silently let two gateways overwrite each
-    /// other's records — and with them bucket keys. Four requests at start.
-    pub(super) async fn check_conditional_writes(&self) -> Result<(), StorageError> {
+    /// Whether the upstream refuses a PutObject whose condition fails, as
+    /// S3 does; Garage 2.x stores it. Four requests at start.
+    pub(super) async fn probe_record_writes(&self) -> Result<RecordWrites, StorageError> {
         let key = format!("probes/conditional-writes-{}", uuid::Uuid::new_v4().simple());
         let put = |guard: Option<&str>, if_match: bool| {
             let mut put =
@@ -103,7 +149,14 @@ impl UpstreamStorage {
         let _ = self.client.delete_object().bucket(&self.state_bucket).key(&key).send().await;
         for (what, answer) in [("If-None-Match: *", again.map(drop)), ("If-Match", stale.map(drop))] {
             match answer {
-                Ok(()) => return Err(StorageError::UnsafeUpstream(what)),
+                Ok(()) => {
+                    tracing::warn!(
+                        condition = what,
+                        "the upstream stores a PutObject whose condition fails; bucket records change under \
+                         a lock in the state bucket instead (docs/scale-out.md)"
+                    );
+                    return Ok(RecordWrites::Locked);
+                }
                 Err(e) => {
                     let failure = Failure::from_sdk(e);
                     if !(failure.precondition_failed() || failure.status == Some(409)) {
@@ -112,7 +165,7 @@ impl UpstreamStorage {
                 }
             }
         }
-        Ok(())
+        Ok(RecordWrites::Conditional)
     }
 
     /// Creates the record unless one exists; returns the existing one then.
@@ -150,15 +203,22 @@ impl UpstreamStorage {
     }
 
     pub(super) async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
-        self.metrics.upstream_request("DeleteObject");
-        self.client
-            .delete_object()
-            .bucket(&self.state_bucket)
-            .key(record_key(name))
-            .send()
-            .await
-            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
-        Ok(())
+        let lock = match self.record_writes {
+            RecordWrites::Conditional => None,
+            RecordWrites::Locked => Some(self.lock_state_object(&record_key(name)).await?),
+        };
+        let deleted = match lock.as_ref().map(|lock| lock.check_fresh()) {
+            Some(Err(e)) => Err(e),
+            _ => {
+                self.metrics.upstream_request("DeleteObject");
+                let delete = self.client.delete_object().bucket(&self.state_bucket).key(record_key(name)).send();
+                delete.await.map(drop).map_err(|e| StorageError::from(Failure::from_sdk(e)))
+            }
+        };
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        deleted
     }
 
     /// Every bucket record: one listing page per 1000 buckets plus one read each.
