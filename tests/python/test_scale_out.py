@@ -231,6 +231,22 @@ def test_first_writes_through_three_gateways_start_one_bucket_key(fleet):
     assert locks == [], locks
 
 
+def test_a_bucket_emptied_through_one_gateway_deletes_at_once_through_another(fleet):
+    """`aws s3 rb --force` and `rclone purge` delete the objects, then the
+    bucket. Garage lists a deleted object for a moment; DeleteBucket must
+    not take that for an object still there."""
+    for i in range(20):
+        bucket = fleet.bucket(i % 2 == 0, via=i % 3)
+        keys = [f"k{j}" for j in range(3)]
+        for key in keys:
+            fleet.clients[i % 3].put_object(Bucket=bucket, Key=key, Body=marked(100))
+        fleet.clients[(i + 1) % 3].delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+        fleet.clients[(i + 2) % 3].delete_bucket(Bucket=bucket)
+    bucket = fleet.bucket(False)
+    fleet.clients[0].put_object(Bucket=bucket, Key="stays", Body=b"x")
+    helpers.expect_error(lambda: fleet.clients[1].delete_bucket(Bucket=bucket), "BucketNotEmpty", 409)
+
+
 def test_ownership_and_creation_races_across_gateways(fleet):
     a, b, c = fleet.clients
     bucket = fleet.bucket(True, via=0)

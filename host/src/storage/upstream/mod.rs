@@ -30,6 +30,9 @@ use crate::storage::*;
 
 pub use client::Failure;
 
+/// Listed keys a DeleteBucket looks for before it calls a bucket empty.
+const EMPTINESS_CHECKS: i32 = 16;
+
 /// How to reach the upstream; see `--upstream-*` in `config.rs`.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
@@ -97,18 +100,33 @@ impl UpstreamStorage {
         }
     }
 
-    /// Whether the upstream bucket holds any object.
+    /// Whether the upstream bucket holds any object. Garage lists a deleted
+    /// object for a moment after its DeleteObject returned, so a listed
+    /// key counts only once a HEAD finds it (a few requests, on DeleteBucket
+    /// only); a truncated page of vanished keys counts as not empty.
     async fn holds_objects(&self, bucket: &str) -> Result<bool, StorageError> {
         self.metrics.upstream_request("ListObjectsV2");
         let page = self
             .client
             .list_objects_v2()
             .bucket(self.upstream_bucket(bucket))
-            .max_keys(1)
+            .max_keys(EMPTINESS_CHECKS)
             .send()
             .await
             .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
-        Ok(!page.contents().is_empty())
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            self.metrics.upstream_request("HeadObject");
+            match self.client.head_object().bucket(self.upstream_bucket(bucket)).key(key).send().await {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    let failure = Failure::from_sdk(e);
+                    if !failure.not_found() {
+                        return Err(failure.into());
+                    }
+                }
+            }
+        }
+        Ok(page.is_truncated().unwrap_or(false))
     }
 
     /// Marks the bucket as holding objects of this kind before the first

@@ -317,7 +317,7 @@ impl UpstreamStorage {
             .bucket(self.upstream_bucket(&bucket.name))
             .prefix(&query.prefix)
             .set_delimiter(query.delimiter.clone())
-            .set_start_after(query.start_after.clone())
+            .set_start_after(upstream_start_after(query))
             .max_keys(query.max_keys.max(1) as i32)
             .send()
             .await
@@ -402,6 +402,32 @@ impl UpstreamStorage {
         }
     }
 }
+
+/// Where the upstream listing resumes. A `start_after` that rolls up into a
+/// common prefix (a page that ended on that prefix) resumes after every key
+/// under it (see [`ListQuery`]). Upstreams differ there: SeaweedFS skips
+/// them, Garage lists the prefix again. So ask for the greatest key under
+/// the prefix: the prefix, then U+10FFFF (the greatest UTF-8 character)
+/// up to S3's 1024-byte key limit, which no longer key under it can pass.
+fn upstream_start_after(query: &ListQuery) -> Option<String> {
+    let after = query.start_after.as_deref()?;
+    let rolled_up = query.delimiter.as_deref().filter(|d| !d.is_empty()).and_then(|delimiter| {
+        let rest = after.strip_prefix(query.prefix.as_str())?;
+        let end = query.prefix.len() + rest.find(delimiter)? + delimiter.len();
+        Some(&after[..end])
+    });
+    let Some(common_prefix) = rolled_up else {
+        return Some(after.to_owned());
+    };
+    let mut greatest = common_prefix.to_owned();
+    while greatest.len() <= MAX_KEY_BYTES {
+        greatest.push('\u{10FFFF}');
+    }
+    Some(greatest)
+}
+
+/// S3's limit on a key's length, in bytes of UTF-8.
+const MAX_KEY_BYTES: usize = 1024;
 
 /// Sends every piece of `body` but the last into `tx`; returns the last.
 /// Fails when the body fails, or its length is not the announced one.
@@ -510,5 +536,36 @@ impl Read for BlockingBody {
         buf[..n].copy_from_slice(&self.current[..n]);
         bytes::Buf::advance(&mut self.current, n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(prefix: &str, delimiter: Option<&str>, after: &str) -> ListQuery {
+        ListQuery {
+            prefix: prefix.into(),
+            delimiter: delimiter.map(str::to_owned),
+            start_after: Some(after.into()),
+            max_keys: 1000,
+        }
+    }
+
+    #[test]
+    fn a_listing_resumed_after_a_common_prefix_skips_every_key_under_it() {
+        let after = upstream_start_after(&query("", Some("/"), "b/")).unwrap();
+        assert!(after.starts_with("b/") && after.len() > MAX_KEY_BYTES);
+        let longest_key_under = format!("b/{}", "\u{10FFFF}".repeat((MAX_KEY_BYTES - 2) / 4));
+        assert!(after.as_bytes() > longest_key_under.as_bytes() && after.as_bytes() < b"b0".as_slice());
+        assert!(upstream_start_after(&query("a/", Some("/"), "a/x/y")).unwrap().starts_with("a/x/\u{10FFFF}"));
+    }
+
+    #[test]
+    fn other_resumes_pass_through() {
+        assert_eq!(upstream_start_after(&query("", None, "b/")).as_deref(), Some("b/"));
+        assert_eq!(upstream_start_after(&query("a", Some("/"), "a0")).as_deref(), Some("a0"));
+        assert_eq!(upstream_start_after(&query("x/", Some("/"), "a/b")).as_deref(), Some("a/b"));
+        assert_eq!(upstream_start_after(&ListQuery::default()), None);
     }
 }
