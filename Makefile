@@ -75,7 +75,7 @@ test-python-s3:
 ## --locked garage first when it is missing: about 13 minutes): the scale-out suites and the suites of
 ## test-python-s3 with Garage in SeaweedFS's place, and tests/python/test_garage.py
 GARAGE_VERSION := 2.5.0
-GARAGE_SUITES := $(S3_BACKEND_SUITES) test_scale_out test_scale_out_clients test_garage
+GARAGE_SUITES := $(S3_BACKEND_SUITES) test_listing test_scale_out test_scale_out_clients test_garage
 test-garage: build test-deps
 	@command -v garage >/dev/null || [ -x "$(HOME)/.cargo/bin/garage" ] || \
 		$(CARGO) install --locked garage@$(GARAGE_VERSION)

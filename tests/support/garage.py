@@ -18,6 +18,7 @@ The `garage` binary is `$GARAGE_BIN`, else `garage` on PATH or in
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -111,6 +112,9 @@ class GarageCluster:
     def start(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.configs = [self._write_config(i) for i in range(self.nodes)]
+        # A cluster a test process leaves running (the suites' per-process
+        # one) goes with the process.
+        atexit.register(self.stop)
         self._spawn()
         ids = self._connect()
         for node_id in ids:
