@@ -240,6 +240,10 @@ pub struct ServeArgs {
     /// Upstream bucket holding what the gateways share (bucket records, upload index) [default: sealgate-state]
     #[arg(long, env = "SEALGATE_UPSTREAM_STATE_BUCKET")]
     pub upstream_state_bucket: Option<String>,
+
+    /// Change bucket records under a lock in the state bucket even where the upstream honours conditional PutObject (where it does not, as Garage, the lock is always used; see docs/scale-out.md) [default: false]
+    #[arg(long, env = "SEALGATE_UPSTREAM_RECORD_LOCK", num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_record_lock: Option<bool>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -432,6 +436,7 @@ impl ServeArgs {
             upstream_secret_key: self.upstream_secret_key.or(file.upstream_secret_key),
             upstream_bucket_prefix: self.upstream_bucket_prefix.or(file.upstream_bucket_prefix),
             upstream_state_bucket: self.upstream_state_bucket.or(file.upstream_state_bucket),
+            upstream_record_lock: self.upstream_record_lock.or(file.upstream_record_lock),
         }
     }
 }
@@ -453,6 +458,7 @@ fn upstream_settings(args: &ServeArgs) -> Result<Option<crate::storage::upstream
                 secret_key,
                 bucket_prefix: args.upstream_bucket_prefix.clone().unwrap_or_default(),
                 state_bucket: args.upstream_state_bucket.clone().unwrap_or_else(|| "sealgate-state".into()),
+                record_lock: args.upstream_record_lock.unwrap_or(false),
             }))
         }
         other => Err(ConfigError::Invalid(format!("unknown --backend {other:?}; expected local or s3"))),

@@ -547,12 +547,14 @@ class Fleet:
     """N gateways with one configuration: the same upstream, state bucket,
     users and (shared) local KMS key directory."""
 
-    def __init__(self, base: Path, cluster, count: int = 3):
+    def __init__(self, base: Path, cluster, count: int = 3, extra_args: list[str] | None = None,
+                 state_bucket: str = "sealgate-state"):
         self.cluster = cluster
+        self.state_bucket = state_bucket
         self.kms_dir = base / "kms"
         self.gateways = []
         for i in range(count):
-            gw = Gateway(base / f"gw{i}", backend_args=upstream_args(cluster))
+            gw = Gateway(base / f"gw{i}", backend_args=upstream_args(cluster, state_bucket) + list(extra_args or []))
             gw.kms_dir = self.kms_dir
             gw.start()
             self.gateways.append(gw)

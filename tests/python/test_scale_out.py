@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import helpers
-from conftest import ENCRYPTED, REPO_ROOT, Gateway, new_upstream_cluster, sealgate_bin, upstream_args
+from conftest import ENCRYPTED, REPO_ROOT, Fleet, Gateway, new_upstream_cluster, sealgate_bin, upstream_args
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 from round_robin import RoundRobin  # noqa: E402
@@ -196,14 +196,14 @@ def test_bucket_state_is_never_stale_across_gateways(fleet):
     helpers.expect_error(lambda: c.head_bucket(Bucket=bucket), "404", 404)
 
 
-def test_first_writes_through_three_gateways_start_one_bucket_key(fleet):
+def first_writes_start_one_bucket_key(fleet, rounds: int = 8) -> None:
     """The first PUT into an encrypted bucket starts its bucket-key epoch, a
     change of the bucket record. Three at once through three gateways: the
-    record's compare-and-swap (on Garage: its lock) keeps exactly one epoch,
-    and every object is sealed under it. A lost update here would leave
-    objects under an epoch the record no longer holds: unreadable."""
+    record's compare-and-swap (or its lock) keeps exactly one epoch, and
+    every object is sealed under it. A lost update here would leave objects
+    under an epoch the record no longer holds: unreadable."""
     up = fleet.upstream()
-    for round_ in range(8):
+    for round_ in range(rounds):
         bucket = fleet.bucket(True, via=round_ % 3)
         bodies = {f"k{i}": marked(2000 + 97 * i + round_) for i in range(3)}
         start = threading.Barrier(3)
@@ -222,13 +222,61 @@ def test_first_writes_through_three_gateways_start_one_bucket_key(fleet):
         for t in threads:
             t.join()
         assert failures == []
-        record = json.loads(up.get_object(Bucket="sealgate-state", Key=f"buckets/{bucket}")["Body"].read())
+        record = json.loads(up.get_object(Bucket=fleet.state_bucket, Key=f"buckets/{bucket}")["Body"].read())
         assert len(record["encryption"]["bucket_keys"]) == 1, record["encryption"]["bucket_keys"]
         for client in fleet.clients:
             for key, body in bodies.items():
                 assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
-    locks = up.list_objects_v2(Bucket="sealgate-state", Prefix="locks/").get("Contents", [])
+    locks = up.list_objects_v2(Bucket=fleet.state_bucket, Prefix="locks/").get("Contents", [])
     assert locks == [], locks
+
+
+def concurrent_creations_pick_one(fleet, rounds: int = 5) -> None:
+    """Concurrent CreateBucket of one name through two gateways: one wins."""
+    for _ in range(rounds):
+        name = f"race-{uuid.uuid4().hex[:10]}"
+        outcomes = []
+
+        def create(client):
+            try:
+                client.create_bucket(Bucket=name)
+                outcomes.append("ok")
+            except Exception as e:  # noqa: BLE001 - the error code is what is compared
+                outcomes.append(helpers.status_of(getattr(e, "response", {})))
+
+        threads = [threading.Thread(target=create, args=(cl,)) for cl in fleet.clients[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count("ok") == 1, outcomes
+        assert outcomes.count(409) == 1, outcomes
+
+
+def test_first_writes_through_three_gateways_start_one_bucket_key(fleet):
+    first_writes_start_one_bucket_key(fleet)
+
+
+@pytest.fixture(scope="module")
+def locked_fleet(cluster, tmp_path_factory):
+    """Three gateways that change bucket records under the state-bucket lock
+    (`--upstream-record-lock`), as they do on Garage, here on any upstream:
+    so that `make test` exercises the lock too."""
+    f = Fleet(tmp_path_factory.mktemp("locked"), cluster, extra_args=["--upstream-record-lock"],
+              state_bucket="sealgate-state-locked")
+    yield f
+    f.stop()
+
+
+def test_record_changes_under_the_lock_never_lose_one(locked_fleet):
+    assert "bucket records change under a lock" in locked_fleet.gateways[0].log_path.read_text()
+    first_writes_start_one_bucket_key(locked_fleet)
+    concurrent_creations_pick_one(locked_fleet)
+    # Encryption on through one gateway, a PUT through the next: sealed.
+    bucket = locked_fleet.bucket(False, via=0)
+    locked_fleet.clients[0].put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
+    locked_fleet.clients[1].put_object(Bucket=bucket, Key="after", Body=marked(5000))
+    upstream_sees_no_plaintext(locked_fleet.upstream(), bucket, "after", [marked(5000)])
 
 
 def test_a_bucket_emptied_through_one_gateway_deletes_at_once_through_another(fleet):
@@ -248,29 +296,11 @@ def test_a_bucket_emptied_through_one_gateway_deletes_at_once_through_another(fl
 
 
 def test_ownership_and_creation_races_across_gateways(fleet):
-    a, b, c = fleet.clients
     bucket = fleet.bucket(True, via=0)
     bob = fleet.gateways[1].bob()
     helpers.expect_error(lambda: bob.get_object(Bucket=bucket, Key="k"), "AccessDenied", 403)
     helpers.expect_error(lambda: bob.create_bucket(Bucket=bucket), "BucketAlreadyExists", 409)
-    for _ in range(5):
-        name = f"race-{uuid.uuid4().hex[:10]}"
-        outcomes = []
-
-        def create(client):
-            try:
-                client.create_bucket(Bucket=name)
-                outcomes.append("ok")
-            except Exception as e:  # noqa: BLE001 - the error code is what is compared
-                outcomes.append(helpers.status_of(getattr(e, "response", {})))
-
-        threads = [threading.Thread(target=create, args=(cl,)) for cl in (b, c)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert outcomes.count("ok") == 1, outcomes
-        assert outcomes.count(409) == 1, outcomes
+    concurrent_creations_pick_one(fleet)
 
 
 def test_listing_costs_one_upstream_request_per_page(fleet):

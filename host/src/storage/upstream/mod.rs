@@ -42,6 +42,8 @@ pub struct UpstreamSettings {
     pub secret_key: Secret,
     pub bucket_prefix: String,
     pub state_bucket: String,
+    /// Bucket records change under a lock even where conditional writes work.
+    pub record_lock: bool,
 }
 
 pub struct UpstreamStorage {
@@ -76,7 +78,13 @@ impl UpstreamStorage {
             record_writes: state::RecordWrites::Conditional,
         };
         storage.ensure_bucket(&storage.state_bucket).await?;
-        storage.record_writes = storage.probe_record_writes().await?;
+        storage.record_writes = match storage.probe_record_writes().await? {
+            state::RecordWrites::Conditional if settings.record_lock => {
+                tracing::info!("bucket records change under a lock in the state bucket (--upstream-record-lock)");
+                state::RecordWrites::Locked
+            }
+            found => found,
+        };
         Ok(storage)
     }
 
