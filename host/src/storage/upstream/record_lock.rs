@@ -18,6 +18,7 @@
 //! half of that, so a slow holder is not overtaken by one that took its
 //! lease for stale.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -25,6 +26,7 @@ use rand::Rng;
 
 use super::UpstreamStorage;
 use super::client::{Failure, millis};
+use crate::metrics::Metrics;
 use crate::storage::StorageError;
 
 /// How long an entry of a live holder may stand before others remove it.
@@ -36,6 +38,7 @@ const ATTEMPTS: u32 = 40;
 /// a cancelled request), it is released in the background.
 pub(super) struct RecordLock {
     client: aws_sdk_s3::Client,
+    metrics: Arc<Metrics>,
     bucket: String,
     entry: Option<String>,
     taken: Instant,
@@ -54,6 +57,7 @@ impl RecordLock {
 
     pub(super) async fn release(mut self) {
         if let Some(entry) = self.entry.take() {
+            self.metrics.upstream_request("DeleteObject");
             let _ = self.client.delete_object().bucket(&self.bucket).key(entry).send().await;
         }
     }
@@ -64,6 +68,7 @@ impl Drop for RecordLock {
         let (Some(entry), Ok(runtime)) = (self.entry.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
+        self.metrics.upstream_request("DeleteObject");
         let delete = self.client.delete_object().bucket(&self.bucket).key(entry);
         runtime.spawn(async move {
             let _ = delete.send().await;
@@ -88,6 +93,7 @@ impl UpstreamStorage {
                 .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
             let lock = RecordLock {
                 client: self.client.clone(),
+                metrics: self.metrics.clone(),
                 bucket: self.state_bucket.clone(),
                 entry: Some(entry.clone()),
                 taken: Instant::now(),
