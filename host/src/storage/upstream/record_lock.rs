@@ -112,15 +112,7 @@ impl UpstreamStorage {
     /// Whether `entry` is the only live entry under `prefix`; removes the
     /// stale ones it finds.
     async fn alone_in(&self, prefix: &str, entry: &str) -> Result<bool, StorageError> {
-        self.metrics.upstream_request("ListObjectsV2");
-        let page = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.state_bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+        let page = self.state_page(prefix, None).await?;
         let stamp = |o: &aws_sdk_s3::types::Object| millis(o.last_modified());
         let Some(mine) = page.contents().iter().find(|o| o.key() == Some(entry)).map(stamp) else {
             // Our own write not listed: the upstream is not read-after-write.

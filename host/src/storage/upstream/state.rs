@@ -238,21 +238,23 @@ impl UpstreamStorage {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
-            self.metrics.upstream_request("ListObjectsV2");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.state_bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
+            let page = self.state_page(prefix, token).await?;
             keys.extend(page.contents().iter().filter_map(|o| o.key()?.strip_prefix(prefix)).map(str::to_owned));
             token = page.next_continuation_token().map(str::to_owned);
             if token.is_none() {
                 return Ok(keys);
             }
         }
+    }
+
+    /// One page of the state bucket's listing under `prefix`.
+    pub(super) async fn state_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output, StorageError> {
+        self.metrics.upstream_request("ListObjectsV2");
+        let list = self.client.list_objects_v2().bucket(&self.state_bucket).prefix(prefix);
+        list.set_continuation_token(token).send().await.map_err(|e| StorageError::from(Failure::from_sdk(e)))
     }
 }
