@@ -8,6 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::UpstreamStorage;
 use super::client::{Failure, unquote};
+use super::record_lock::RecordLock;
 use crate::storage::{BucketChange, BucketRecord, StorageError};
 
 /// Attempts of a read-modify-write before giving up on a busy record.
@@ -68,15 +69,25 @@ impl UpstreamStorage {
             return self.put_record_object(record, guard).await;
         }
         let lock = self.lock_state_object(&record_key(&record.name)).await?;
-        let written = match guard {
-            Some(guard) if !self.guard_holds(&record.name, guard).await? => Ok(false),
-            _ => match lock.check_fresh() {
-                Ok(()) => self.put_record_object(record, None).await,
-                Err(e) => Err(e),
-            },
-        };
+        let written = self.write_record_locked(&lock, record, guard).await;
         lock.release().await;
         written
+    }
+
+    /// The conditional write, as a check and a write under `lock`.
+    async fn write_record_locked(
+        &self,
+        lock: &RecordLock,
+        record: &BucketRecord,
+        guard: Option<Guard<'_>>,
+    ) -> Result<bool, StorageError> {
+        if let Some(guard) = guard
+            && !self.guard_holds(&record.name, guard).await?
+        {
+            return Ok(false);
+        }
+        lock.check_fresh()?;
+        self.put_record_object(record, None).await
     }
 
     /// Under the record's lock: whether the guard holds now.
@@ -203,22 +214,22 @@ impl UpstreamStorage {
     }
 
     pub(super) async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
-        let lock = match self.record_writes {
-            RecordWrites::Conditional => None,
-            RecordWrites::Locked => Some(self.lock_state_object(&record_key(name)).await?),
-        };
-        let deleted = match lock.as_ref().map(|lock| lock.check_fresh()) {
-            Some(Err(e)) => Err(e),
-            _ => {
-                self.metrics.upstream_request("DeleteObject");
-                let delete = self.client.delete_object().bucket(&self.state_bucket).key(record_key(name)).send();
-                delete.await.map(drop).map_err(|e| StorageError::from(Failure::from_sdk(e)))
-            }
-        };
-        if let Some(lock) = lock {
-            lock.release().await;
+        if self.record_writes == RecordWrites::Conditional {
+            return self.delete_record_object(name).await;
         }
+        let lock = self.lock_state_object(&record_key(name)).await?;
+        let deleted = match lock.check_fresh() {
+            Ok(()) => self.delete_record_object(name).await,
+            Err(e) => Err(e),
+        };
+        lock.release().await;
         deleted
+    }
+
+    async fn delete_record_object(&self, name: &str) -> Result<(), StorageError> {
+        self.metrics.upstream_request("DeleteObject");
+        let delete = self.client.delete_object().bucket(&self.state_bucket).key(record_key(name)).send();
+        delete.await.map(drop).map_err(|e| StorageError::from(Failure::from_sdk(e)))
     }
 
     /// Every bucket record: one listing page per 1000 buckets plus one read each.
