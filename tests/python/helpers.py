@@ -138,6 +138,23 @@ def checksum_b64(algorithm: str, data: bytes) -> str:
 # --------------------------------------------------------------------------
 
 
+def signed_put_head(gw, bucket: str, key: str, body: bytes) -> bytes:
+    """The head of a SigV4-signed PUT of `body` (signed payload hash) to
+    gateway `gw`, to send by hand, e.g. with the body in pieces."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.config import Config
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="PUT", url=f"{gw.endpoint}/{bucket}/{key}", data=body)
+    req.context["client_config"] = Config(s3={"payload_signing_enabled": True})
+    S3SigV4Auth(Credentials(gw.access_key, gw.secret_key), "s3", gw.region).add_auth(req)
+    head = f"PUT /{bucket}/{key} HTTP/1.1\r\nHost: {gw.host}\r\nContent-Length: {len(body)}\r\n"
+    for name, value in req.headers.items():
+        head += f"{name}: {value}\r\n"
+    return head.encode() + b"\r\n"
+
+
 def expect_error(
     call: Callable[[], object], code: str | tuple[str, ...], status: int
 ) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from conftest import Gateway, free_port
 
 
@@ -69,22 +70,6 @@ def test_a_second_instance_on_the_same_data_dir_exits_and_touches_nothing(privat
     assert gw.client().get_object(Bucket="seeded", Key="k0")["ContentLength"] == 1000
 
 
-def _signed_put_head(gw: Gateway, bucket: str, key: str, body: bytes) -> bytes:
-    """The head of a SigV4-signed PUT of `body` (signed payload hash), to send by hand."""
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.config import Config
-    from botocore.credentials import Credentials
-
-    req = AWSRequest(method="PUT", url=f"{gw.endpoint}/{bucket}/{key}", data=body)
-    req.context["client_config"] = Config(s3={"payload_signing_enabled": True})
-    S3SigV4Auth(Credentials(gw.access_key, gw.secret_key), "s3", gw.region).add_auth(req)
-    head = f"PUT /{bucket}/{key} HTTP/1.1\r\nHost: {gw.host}\r\nContent-Length: {len(body)}\r\n"
-    for name, value in req.headers.items():
-        head += f"{name}: {value}\r\n"
-    return head.encode() + b"\r\n"
-
-
 def _limited_gateway(tmp_path_factory, *flags: str) -> Gateway:
     gw = Gateway(tmp_path_factory.mktemp("limits"), kms_args=list(flags))
     gw.start()
@@ -117,7 +102,7 @@ def test_slow_headers_a_stalled_body_and_an_idle_connection_are_disconnected(tmp
         s3 = gw.client()
         s3.create_bucket(Bucket="stall")
         stalled = socket.create_connection(("127.0.0.1", gw.port))
-        stalled.sendall(_signed_put_head(gw, "stall", "k", b"y" * 1000) + b"y" * 10)
+        stalled.sendall(helpers.signed_put_head(gw, "stall", "k", b"y" * 1000) + b"y" * 10)
         stalled.settimeout(15)
         answer = b""
         try:
@@ -531,7 +516,7 @@ def test_a_put_begun_before_its_bucket_was_deleted_never_lands_in_the_recreated_
     s3.create_bucket(Bucket="reborn")
     body = os.urandom(200_000)
     sock = socket.create_connection(("127.0.0.1", gw.port))
-    sock.sendall(_signed_put_head(gw, "reborn", "k", body) + body[:100_000])
+    sock.sendall(helpers.signed_put_head(gw, "reborn", "k", body) + body[:100_000])
     time.sleep(0.5)  # the gateway has accepted the PUT and is reading its body
     s3.delete_bucket(Bucket="reborn")
     bob.create_bucket(Bucket="reborn")  # same name, another owner

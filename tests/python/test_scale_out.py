@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 import helpers
 from conftest import ENCRYPTED, REPO_ROOT, Fleet, Gateway, new_upstream_cluster, sealgate_bin, upstream_args
@@ -196,6 +197,88 @@ def test_bucket_state_is_never_stale_across_gateways(fleet):
     helpers.expect_error(lambda: c.head_bucket(Bucket=bucket), "404", 404)
 
 
+def put_in_two_halves(gw, bucket: str, key: str, body: bytes, between) -> bytes:
+    """A PUT of `body` to gateway `gw`, sent by hand: the head and half the
+    body, then `between()` while the gateway waits for the rest; returns
+    the answer's first bytes."""
+    sock = gw.raw_socket(timeout=15)
+    try:
+        sock.sendall(helpers.signed_put_head(gw, bucket, key, body) + body[: len(body) // 2])
+        time.sleep(0.5)  # the gateway is streaming the first half upstream
+        between()
+        sock.sendall(body[len(body) // 2:])
+        return sock.recv(65536)
+    finally:
+        sock.close()
+
+
+def test_a_put_begun_before_its_bucket_was_deleted_never_lands_in_the_recreated_bucket(fleet):
+    """The bucket generation guard across gateways: a PUT streaming through
+    A while its bucket is deleted through B and created again through C
+    (its owner may take the name back at once) is discarded before its last
+    bytes go upstream, and answered 503 so the client retries into the new
+    bucket, decided anew."""
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(False, via=0)
+    body = marked(300_000)
+
+    def replace_bucket():
+        b.delete_bucket(Bucket=bucket)
+        c.create_bucket(Bucket=bucket)
+        c.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
+
+    answer = put_in_two_halves(fleet.gateways[0], bucket, "k", body, replace_bucket)
+    assert answer.startswith(b"HTTP/1.1 503") and b"deleted and created again" in answer, answer[:400]
+    assert not c.list_objects_v2(Bucket=bucket).get("Contents")
+    assert not fleet.upstream().list_objects_v2(Bucket=bucket).get("Contents")
+    # The retry lands in the new bucket, sealed as it now requires.
+    assert a.put_object(Bucket=bucket, Key="k", Body=body)["ServerSideEncryption"] == "AES256"
+    upstream_sees_no_plaintext(fleet.upstream(), bucket, "k", [body])
+
+
+def test_encryption_turned_on_during_a_plain_put_stores_nothing_in_plaintext(fleet):
+    """A plain PUT still streaming through A when default encryption is
+    turned on through B is refused at its commit: the bucket never gets a
+    plaintext object written after its encryption was on."""
+    a, b, c = fleet.clients
+    bucket = fleet.bucket(False, via=1)
+    body = marked(300_000)
+
+    def turn_encryption_on():
+        b.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
+
+    answer = put_in_two_halves(fleet.gateways[0], bucket, "k", body, turn_encryption_on)
+    assert answer.startswith(b"HTTP/1.1 503") and b"encryption was turned on" in answer, answer[:400]
+    assert not fleet.upstream().list_objects_v2(Bucket=bucket).get("Contents")
+    assert a.put_object(Bucket=bucket, Key="k", Body=body)["ServerSideEncryption"] == "AES256"
+    upstream_sees_no_plaintext(fleet.upstream(), bucket, "k", [body])
+
+
+def test_a_write_from_a_cached_record_is_checked_when_it_commits(fleet):
+    """Writes start from the gateway's cached record (no state read before
+    the body) and read it once at the commit. B caches the record of a plain
+    bucket; encryption goes on through A; B's next PUT, started from the
+    stale record, is refused rather than stored plain, and its retry seals."""
+    a, b, c = fleet.clients
+    gw_b = fleet.gateways[1]
+    bucket = fleet.bucket(False, via=0)
+    b.put_object(Bucket=bucket, Key="before", Body=marked(1000))  # B caches the record
+    a.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
+    err = helpers.expect_error(lambda: b.put_object(Bucket=bucket, Key="after", Body=marked(5000)),
+                               "ServiceUnavailable", 503)
+    assert "encryption was turned on" in err["Error"]["Message"]
+    helpers.expect_error(lambda: fleet.upstream().head_object(Bucket=bucket, Key="after"), "404", 404)
+    assert b.put_object(Bucket=bucket, Key="after", Body=marked(5000))["ServerSideEncryption"] == "AES256"
+    upstream_sees_no_plaintext(fleet.upstream(), bucket, "after", [marked(5000)])
+    # In the steady state a PUT costs its data request and one state read.
+    before = gw_b.admin_get("/metrics").text
+    for i in range(5):
+        b.put_object(Bucket=bucket, Key=f"steady-{i}", Body=marked(2000))
+    after = gw_b.admin_get("/metrics").text
+    assert upstream_requests(after, "PutObject") - upstream_requests(before, "PutObject") == 5
+    assert all_upstream_requests(after) - all_upstream_requests(before) == 10
+
+
 def first_writes_start_one_bucket_key(fleet, rounds: int = 8) -> None:
     """The first PUT into an encrypted bucket starts its bucket-key epoch, a
     change of the bucket record. Three at once through three gateways: the
@@ -351,7 +434,15 @@ def test_a_bucket_getting_its_second_kind_is_never_listed_with_wrong_sizes(fleet
     b.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTED)
 
     def write(client, key, size):
-        assert client.put_object(Bucket=bucket, Key=key, Body=marked(size))["ServerSideEncryption"] == "AES256"
+        # A's cached record predates the encryption: its first PUT is
+        # refused at the commit (503, nothing stored), as any SDK would retry.
+        for _ in range(5):
+            try:
+                answer = client.put_object(Bucket=bucket, Key=key, Body=marked(size))
+                break
+            except ClientError as e:
+                assert e.response["Error"]["Code"] == "ServiceUnavailable", e.response
+        assert answer["ServerSideEncryption"] == "AES256"
 
     sealed = {f"sealed-{i}": 70_000 + i * 1000 for i in range(4)}
     writers = [threading.Thread(target=write, args=(client, key, size))

@@ -73,7 +73,7 @@ impl Gateway {
         mut req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let destination = self.owned_bucket(&req, &bucket).await?;
+        let mut destination = self.owned_bucket_for_write(&req, &bucket).await?;
         let conditions = Conditions {
             if_match: req.input.copy_source_if_match.take(),
             if_none_match: req.input.copy_source_if_none_match.take(),
@@ -113,9 +113,14 @@ impl Gateway {
         }
         // The destination bucket decides whether the copy is sealed.
         let mut ask = Ask::new(Operation::CopyObject, &bucket, Some(&key), &req.headers);
-        ask.bucket_state = Some(&destination.encryption);
         ask.source = Some((&source.bucket, &source.key, source.object.sealing.as_ref()));
-        let allowed = self.consult(ask).await?;
+        let allowed = match self.consult(ask.clone().in_bucket(&destination)).await {
+            Ok(allowed) => allowed,
+            Err(refusal) => {
+                destination = self.bucket_after_refusal(&req, &destination, refusal).await?;
+                self.consult(ask.in_bucket(&destination)).await?
+            }
+        };
         open_metadata(&mut source.object, allowed.open_with.as_ref())?;
         let metadata = replacement.unwrap_or_else(|| source.object.metadata.clone());
         let seal =

@@ -38,6 +38,10 @@ pub fn storage_error(e: StorageError) -> S3Error {
         StorageError::KeyRetired => {
             s3_error!(ServiceUnavailable, "A key rotation retired this write's key while it ran; please retry.")
         }
+        StorageError::BucketChanged { what } => S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            format!("The bucket changed while this write ran ({what}); please retry."),
+        ),
         StorageError::PartChanged => s3_error!(
             InvalidPart,
             "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."

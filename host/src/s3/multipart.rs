@@ -172,7 +172,7 @@ impl Gateway {
 
     async fn upload_part(&self, req: &mut S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let bucket_record = self.owned_bucket(req, &bucket).await?;
+        let bucket_record = self.owned_bucket_for_write(req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
         let upload = self.upload(&bucket, &key, &upload_id).await?;
@@ -212,7 +212,7 @@ impl Gateway {
         mut req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let bucket_record = self.owned_bucket(&req, &bucket).await?;
+        let bucket_record = self.owned_bucket_for_write(&req, &bucket).await?;
         let number = part_number(req.input.part_number)?;
         let upload_id = req.input.upload_id.clone();
         let upload = self.upload(&bucket, &key, &upload_id).await?;

@@ -7,12 +7,13 @@ use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use super::Gateway;
 use crate::kms::KeyContext;
 use crate::policy::{Allowed, BucketState, KeyContexts, Operation, Request, Sealed, Verdict};
-use crate::storage::{BucketEncryption, Sealing};
+use crate::storage::{BucketEncryption, BucketRecord, Sealing};
 
 /// Headers the guest never needs to see.
 const WITHHELD_HEADERS: [&str; 2] = ["authorization", "x-amz-security-token"];
 
 /// One request, as the guest is told about it.
+#[derive(Clone)]
 pub(super) struct Ask<'a> {
     pub operation: Operation,
     pub bucket: &'a str,
@@ -39,6 +40,12 @@ impl<'a> Ask<'a> {
             source: None,
             requested_algorithm: None,
         }
+    }
+
+    /// The ask about a write into `bucket`, whose encryption the policy sees.
+    pub fn in_bucket(mut self, bucket: &'a BucketRecord) -> Self {
+        self.bucket_state = Some(&bucket.encryption);
+        self
     }
 }
 

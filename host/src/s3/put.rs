@@ -32,7 +32,7 @@ impl Gateway {
         // `post.rs` hands a browser form upload over as a PutObject.
         let operation = if req.method == hyper::Method::POST { Operation::PostObject } else { Operation::PutObject };
         let (bucket_name, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let bucket = self.owned_bucket(req, &bucket_name).await?;
+        let mut bucket = self.owned_bucket_for_write(req, &bucket_name).await?;
         let input = &mut req.input;
         let metadata = MetadataInput {
             content_type: input.content_type.take(),
@@ -49,9 +49,14 @@ impl Gateway {
             let current = self.storage.get_object(&bucket_name, &key).await.or_s3()?;
             check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
-        let mut ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
-        ask.bucket_state = Some(&bucket.encryption);
-        let allowed = self.consult(ask).await?;
+        let ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
+        let allowed = match self.consult(ask.clone().in_bucket(&bucket)).await {
+            Ok(allowed) => allowed,
+            Err(refusal) => {
+                bucket = self.bucket_after_refusal(req, &bucket, refusal).await?;
+                self.consult(ask.in_bucket(&bucket)).await?
+            }
+        };
 
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok()).or(claims.content_length);

@@ -42,6 +42,11 @@ pub enum StorageError {
     /// has (a deep key rotation dropped it meanwhile); retrying works.
     #[error("the write's key was retired while it ran; retry")]
     KeyRetired,
+    /// The bucket changed, while the write ran or since the record it
+    /// started from was read, in a way that could change where or how it is
+    /// stored (`what`); nothing was stored, and a retry decides afresh.
+    #[error("the bucket changed while the write ran ({what}); retry")]
+    BucketChanged { what: &'static str },
     /// CompleteMultipartUpload named a part that was replaced meanwhile.
     #[error("a part of the upload changed while it was being completed")]
     PartChanged,
@@ -201,8 +206,15 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, StorageError>;
     /// The bucket record for a read (GET and HEAD of an object, listings):
     /// it may be a few seconds old where the backend is shared by many
-    /// gateways (see `storage::upstream::buckets`). Never for a write.
+    /// gateways (see `storage::upstream::buckets`).
     async fn get_bucket_for_read(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        self.get_bucket(name).await
+    }
+    /// The bucket record a write (PutObject, CopyObject's destination,
+    /// UploadPart) starts from. A backend may give the one it gives reads
+    /// only if it reads the record again when the write commits and refuses
+    /// a write the record no longer allows (`commit_object`).
+    async fn get_bucket_for_write(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
         self.get_bucket(name).await
     }
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError>;
@@ -231,7 +243,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes an object visible, replacing any previous one with that key;
     /// returns its ETag as stored (unquoted). Fails with `NoSuchBucket`
     /// unless `bucket` still exists as the same bucket (same generation)
-    /// as when the write began.
+    /// as when the write began, and with `KeyRetired` when a rotation
+    /// retired the write's bucket key meanwhile.
     async fn commit_object(
         &self,
         bucket: &BucketRecord,

@@ -3,9 +3,16 @@
 //!
 //! A read (GET and HEAD of an object, a listing) takes the bucket record
 //! from this gateway's cache if it was read at most [`READ_CACHE_TTL`] ago.
-//! Writes and bucket settings always read the record afresh: the encryption
-//! state must never be stale where it decides what is stored. The stored
-//! forms, which decide how a listing reports sizes, only ever grow, and a
+//! So does a write of an object or part when it starts, but an object is
+//! stored only once the record, read afresh just before its last bytes go
+//! upstream, still allows it ([`UpstreamStorage::check_commit`]): the same
+//! bucket (a write that began before a DeleteBucket never lands in a bucket
+//! created again under the name), encryption not turned on since a plain
+//! write began, its bucket key not retired. Otherwise the write is
+//! discarded and answered 503, which clients retry. One state read per
+//! PUT, as before, and it now guards the whole time the body took. Bucket
+//! settings always read the record afresh. The stored forms, which decide
+//! how a listing reports sizes, only ever grow, and a
 //! kind is announced a cache lifetime before a bucket holding the other
 //! kind gets it (`UpstreamStorage::note_form`), so no listing uses a record
 //! that misses a kind of the objects it lists.
@@ -32,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::UpstreamStorage;
 use super::client::Failure;
 use super::objects::now_ms;
-use crate::storage::{BucketRecord, StorageError};
+use crate::storage::{BucketRecord, Sealing, StorageError};
 
 /// How long a read may use a bucket record this gateway read before.
 pub const READ_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -98,6 +105,30 @@ impl UpstreamStorage {
         let record = self.read_record(name).await?.map(|(record, _)| record);
         self.read_cache.remember(name, record.as_ref(), asked);
         Ok(record)
+    }
+
+    /// Refuses to commit a write that began with record `began` unless the
+    /// record as it is now still allows it; see the module documentation.
+    /// A refused write is discarded before its last bytes go upstream.
+    pub(super) async fn check_commit(
+        &self,
+        began: &BucketRecord,
+        sealing: Option<&Sealing>,
+    ) -> Result<(), StorageError> {
+        let now = self.fresh_bucket(&began.name).await?.ok_or(StorageError::NoSuchBucket)?;
+        // Another generation: deleted and created again, before this write
+        // or (when it started from a cached record) since it was cached;
+        // only a retry can tell, and it lands in the new bucket, decided anew.
+        if now.generation != began.generation {
+            return Err(StorageError::BucketChanged { what: "it was deleted and created again" });
+        }
+        match sealing {
+            Some(sealing) if !now.accepts_new(sealing) => Err(StorageError::KeyRetired),
+            None if now.encryption.encrypted && !began.encryption.encrypted => {
+                Err(StorageError::BucketChanged { what: "its default encryption was turned on" })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Written before a bucket is deleted; see the module documentation.

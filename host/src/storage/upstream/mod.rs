@@ -241,6 +241,11 @@ impl Storage for UpstreamStorage {
         self.bucket_for_read(name).await
     }
 
+    /// Checked again at the commit: `check_commit`.
+    async fn get_bucket_for_write(&self, name: &str) -> Result<Option<BucketRecord>, StorageError> {
+        self.bucket_for_read(name).await
+    }
+
     async fn update_bucket(&self, bucket: BucketRecord) -> Result<(), StorageError> {
         let asked = Instant::now();
         self.put_record(&bucket).await?;
@@ -293,12 +298,13 @@ impl Storage for UpstreamStorage {
 
     async fn commit_object(
         &self,
-        _bucket: &BucketRecord,
+        bucket: &BucketRecord,
         _key: &str,
         object: ObjectRecord,
         mut data: Vec<StagedData>,
     ) -> Result<String, StorageError> {
         let staged = data.pop().ok_or_else(|| StorageError::Metadata("commit without data".into()))?;
+        self.check_commit(bucket, object.sealing.as_ref()).await?;
         let etag = self.finish_write(staged).await?;
         Ok(objects::client_etag(&etag, object.sealing.is_some()))
     }
