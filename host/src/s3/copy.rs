@@ -114,13 +114,7 @@ impl Gateway {
         // The destination bucket decides whether the copy is sealed.
         let mut ask = Ask::new(Operation::CopyObject, &bucket, Some(&key), &req.headers);
         ask.source = Some((&source.bucket, &source.key, source.object.sealing.as_ref()));
-        let allowed = match self.consult(ask.clone().in_bucket(&destination)).await {
-            Ok(allowed) => allowed,
-            Err(refusal) => {
-                destination = self.bucket_after_refusal(&req, &destination, refusal).await?;
-                self.consult(ask.in_bucket(&destination)).await?
-            }
-        };
+        let allowed = self.consult_for_write(&req, ask, &mut destination).await?;
         open_metadata(&mut source.object, allowed.open_with.as_ref())?;
         let metadata = replacement.unwrap_or_else(|| source.object.metadata.clone());
         let seal =

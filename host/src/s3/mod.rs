@@ -62,21 +62,6 @@ impl Gateway {
         let bucket = self.storage.get_bucket_for_write(name).await.or_s3()?;
         check_owner(req, bucket)
     }
-
-    /// After the policy (or the KMS behind it) refused a write decided on
-    /// `used`, a record that may be a cached one: the record as it is now,
-    /// when it differs in what the policy saw (a rotation or a new master
-    /// key just made the cached one name a key no longer the bucket's), to
-    /// decide again; else the refusal stands.
-    async fn bucket_after_refusal<T>(
-        &self,
-        req: &S3Request<T>,
-        used: &BucketRecord,
-        refusal: s3s::S3Error,
-    ) -> S3Result<BucketRecord> {
-        let now = self.owned_bucket(req, &used.name).await?;
-        if now.encryption == used.encryption && now.generation == used.generation { Err(refusal) } else { Ok(now) }
-    }
 }
 
 fn check_owner<T>(req: &S3Request<T>, bucket: Option<BucketRecord>) -> S3Result<BucketRecord> {

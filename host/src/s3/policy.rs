@@ -2,7 +2,7 @@
 //! into an S3 error or into effects the handlers carry out.
 
 use hyper::HeaderMap;
-use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::Gateway;
 use crate::kms::KeyContext;
@@ -72,6 +72,30 @@ fn denial(status: u16, code: String, message: String) -> S3Error {
 }
 
 impl Gateway {
+    /// The policy's answer to a write into `bucket`, a record that may be a
+    /// cached one. When it refuses (the policy, or the KMS behind it) and
+    /// the record as it is now differs in what the policy saw (a rotation or
+    /// a new master key through another gateway made the cached one name a
+    /// key no longer the bucket's), it asks again with that record, which
+    /// replaces `bucket`; otherwise the refusal stands.
+    pub(super) async fn consult_for_write<T>(
+        &self,
+        req: &S3Request<T>,
+        ask: Ask<'_>,
+        bucket: &mut BucketRecord,
+    ) -> S3Result<Allowed> {
+        let refusal = match self.consult(ask.clone().in_bucket(bucket)).await {
+            Ok(allowed) => return Ok(allowed),
+            Err(refusal) => refusal,
+        };
+        let now = self.owned_bucket(req, &bucket.name).await?;
+        if now.encryption == bucket.encryption && now.generation == bucket.generation {
+            return Err(refusal);
+        }
+        *bucket = now;
+        self.consult(ask.in_bucket(bucket)).await
+    }
+
     pub(super) async fn consult(&self, ask: Ask<'_>) -> S3Result<Allowed> {
         let request = Request {
             operation: ask.operation,

@@ -50,13 +50,7 @@ impl Gateway {
             check_write(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
         let ask = Ask::new(operation, &bucket_name, Some(&key), &req.headers);
-        let allowed = match self.consult(ask.clone().in_bucket(&bucket)).await {
-            Ok(allowed) => allowed,
-            Err(refusal) => {
-                bucket = self.bucket_after_refusal(req, &bucket, refusal).await?;
-                self.consult(ask.in_bucket(&bucket)).await?
-            }
-        };
+        let allowed = self.consult_for_write(req, ask, &mut bucket).await?;
 
         let mut claims = BodyClaims::from_headers(&req.headers, req.trailing_headers.take());
         claims.content_length = req.input.content_length.and_then(|n| u64::try_from(n).ok()).or(claims.content_length);
