@@ -15,7 +15,7 @@ use super::UpstreamSettings;
 use crate::storage::StorageError;
 
 /// An upstream that does not accept a connection within this is down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// aws-sdk-s3, path-style, with payload checksums only where S3 requires
 /// them: the gateway checks the client's digests itself, and the upstream
@@ -73,6 +73,38 @@ impl Failure {
         Self { status, code, message }
     }
 
+    /// A request the gateway could not build (never one from a client's input).
+    pub fn local(what: &str) -> Self {
+        Self { status: None, code: Some("InternalError".into()), message: format!("could not build {what}") }
+    }
+
+    /// No answer: the upstream could not be reached, or the connection broke.
+    pub fn transport(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        Self { status: None, code: None, message }
+    }
+
+    /// An error answer and its S3 error document, if it has one (HEAD's has none).
+    pub fn from_error_document(status: u16, document: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Error {
+            #[serde(rename = "Code")]
+            code: Option<String>,
+            #[serde(rename = "Message")]
+            message: Option<String>,
+        }
+        let parsed = std::str::from_utf8(document).ok().and_then(|d| quick_xml::de::from_str::<Error>(d).ok());
+        let (code, message) = parsed.map(|e| (e.code, e.message)).unwrap_or_default();
+        let message =
+            format!("{}: {}", code.as_deref().unwrap_or("error"), message.as_deref().unwrap_or("(no message)"));
+        Self { status: Some(status), code, message: format!("{message} (HTTP {status})") }
+    }
+
     pub fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
@@ -87,7 +119,10 @@ impl Failure {
 
     /// No answer, or a server error: the upstream is (for now) unavailable.
     pub fn unavailable(&self) -> bool {
-        self.status.is_none_or(|s| s >= 500)
+        match self.status {
+            None => self.code.is_none(),
+            Some(status) => status >= 500,
+        }
     }
 }
 

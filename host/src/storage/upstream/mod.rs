@@ -9,11 +9,14 @@
 //!   (`crypto::format_v2`), metadata sealed (`crypto::sealed_metadata`);
 //!   objects of plain buckets exactly as the client sent them.
 //!
-//! aws-sdk-s3 speaks to the upstream (payload signing off for streamed
-//! bodies: the gateway checks the client's digests itself).
+//! Object reads and writes go through a lean client on hyper
+//! (`data_plane.rs`), everything else through aws-sdk-s3; payload signing
+//! is off for streamed bodies (the gateway checks the client's digests
+//! itself).
 
 mod buckets;
 mod client;
+mod data_plane;
 mod objects;
 mod record_lock;
 mod state;
@@ -48,6 +51,8 @@ pub struct UpstreamSettings {
 
 pub struct UpstreamStorage {
     client: aws_sdk_s3::Client,
+    /// PutObject, UploadPart, GetObject and HeadObject.
+    data: Arc<data_plane::DataPlane>,
     prefix: String,
     state_bucket: String,
     upload_ids: upload_id::UploadIds,
@@ -66,6 +71,7 @@ impl UpstreamStorage {
     pub async fn open(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
         let mut storage = Self {
             client: client::build(settings),
+            data: Arc::new(data_plane::DataPlane::new(settings)),
             prefix: settings.bucket_prefix.clone(),
             state_bucket: settings.state_bucket.clone(),
             upload_ids: upload_id::UploadIds::new(
@@ -124,14 +130,10 @@ impl UpstreamStorage {
             .map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
         for key in page.contents().iter().filter_map(|o| o.key()) {
             self.metrics.upstream_request("HeadObject");
-            match self.client.head_object().bucket(self.upstream_bucket(bucket)).key(key).send().await {
+            match self.data.head(&self.upstream_bucket(bucket), key).await {
                 Ok(_) => return Ok(true),
-                Err(e) => {
-                    let failure = Failure::from_sdk(e);
-                    if !failure.not_found() {
-                        return Err(failure.into());
-                    }
-                }
+                Err(failure) if failure.not_found() => {}
+                Err(failure) => return Err(failure.into()),
             }
         }
         Ok(page.is_truncated().unwrap_or(false))

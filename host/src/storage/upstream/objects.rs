@@ -7,23 +7,32 @@ use std::io::Read;
 use std::ops::Range;
 
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
-use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
-use aws_sdk_s3::primitives::{ByteStream as SdkStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::StreamBody;
-use hyper::body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    EXPIRES, HeaderMap, HeaderName, LAST_MODIFIED,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::UpstreamStorage;
 use super::client::{Failure, millis, unquote};
+use super::data_plane::{Fetch, header, set_header};
 use crate::crypto::{format_v2, sealed_metadata};
 use crate::storage::*;
 
 /// The user-metadata name that holds a sealed object's metadata.
 pub const SEALED_METADATA: &str = "sg";
+/// How user metadata travels in S3 headers.
+const USER_METADATA_PREFIX: &str = "x-amz-meta-";
+/// A download that sends nothing for this long has stalled (aws-sdk-s3's
+/// stalled-stream protection did the same).
+const DOWNLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Entries of a listing in a bucket holding both kinds of object are
 /// looked at one by one (see [`BucketRecord::stored_forms`]), this many at once.
 const MIXED_LISTING_HEADS: usize = 16;
@@ -50,29 +59,6 @@ pub fn upstream_part_etag(client: &str, sealed: bool) -> &str {
 /// No such object is `None`; no such bucket, and anything else, an error.
 fn absent_or_failure<T>(failure: Failure) -> Result<Option<T>, StorageError> {
     if failure.not_found() && !failure.is("NoSuchBucket") { Ok(None) } else { Err(failure.into()) }
-}
-
-/// The record of an object from a HeadObject or GetObject answer (their
-/// types differ, the accessor names do not).
-macro_rules! record_fields {
-    ($storage:expr, $bucket:expr, $key:expr, $answer:expr) => {{
-        let answer = &$answer;
-        let stored = answer.content_length().unwrap_or_default().max(0) as u64;
-        let etag = unquote(answer.e_tag());
-        let mut user: HashMap<String, String> = answer.metadata().cloned().unwrap_or_default();
-        let sealed = user.remove(SEALED_METADATA);
-        let content = ContentHeaders {
-            content_type: answer.content_type().map(str::to_owned),
-            content_encoding: answer.content_encoding().map(str::to_owned),
-            content_disposition: answer.content_disposition().map(str::to_owned),
-            content_language: answer.content_language().map(str::to_owned),
-            cache_control: answer.cache_control().map(str::to_owned),
-            expires: answer.expires_string().map(str::to_owned),
-        };
-        let metadata =
-            ObjectMetadata { content, user: user.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() };
-        $storage.record_of($bucket, $key, stored, &etag, millis(answer.last_modified()), sealed, metadata)
-    }};
 }
 
 /// An upload request sent but for its last bytes.
@@ -174,54 +160,32 @@ impl UpstreamStorage {
         rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     ) -> impl std::future::Future<Output = Result<String, StorageError>> + Send + 'static {
         let frames = ReceiverStream::new(rx).map(|item| item.map(Frame::data));
-        let body = SdkStream::from_body_1_x(StreamBody::new(frames));
-        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let body = BodyExt::boxed(StreamBody::new(frames));
+        let (data, metrics) = (self.data.clone(), self.metrics.clone());
         let bucket = self.upstream_bucket(&target.bucket.name);
         let key = target.key.clone();
-        let length = stored_len as i64;
-        match &target.part {
+        let (operation, part, headers) = match &target.part {
             Some((upload, number)) => {
                 let upstream_id = super::upload_id::upstream_part(&upload.upload_id).unwrap_or_default().to_owned();
-                let number = *number as i32;
-                futures::future::Either::Left(async move {
-                    metrics.upstream_request("UploadPart");
-                    let sent = client
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(upstream_id)
-                        .part_number(number)
-                        .content_length(length)
-                        .body(body)
-                        .customize()
-                        .disable_payload_signing()
-                        .send()
-                        .await;
-                    sent.map(|o| unquote(o.e_tag())).map_err(|e| Failure::from_sdk(e).into())
-                })
+                ("UploadPart", Some((upstream_id, *number)), HeaderMap::new())
             }
-            None => {
-                let headers = UpstreamHeaders::of(&target.metadata);
-                futures::future::Either::Right(async move {
-                    metrics.upstream_request("PutObject");
-                    let put = client.put_object().bucket(bucket).key(key).content_length(length).body(body);
-                    let sent = headers.apply_put(put).customize().disable_payload_signing().send().await;
-                    sent.map(|o| unquote(o.e_tag())).map_err(|e| Failure::from_sdk(e).into())
-                })
-            }
+            None => ("PutObject", None, UpstreamHeaders::of(&target.metadata).into_header_map()),
+        };
+        async move {
+            metrics.upstream_request(operation);
+            let part = part.as_ref().map(|(id, number)| (id.as_str(), *number));
+            data.upload(&bucket, &key, part, headers, stored_len, body).await.map_err(StorageError::from)
         }
     }
 
     /// The object as a record (HEAD), or None.
     pub(super) async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
         self.metrics.upstream_request("HeadObject");
-        let upstream = self.upstream_bucket(bucket);
-        let head = match self.client.head_object().bucket(&upstream).key(key).send().await {
-            Ok(head) => head,
-            Err(e) => return absent_or_failure(Failure::from_sdk(e)),
+        let headers = match self.data.head(&self.upstream_bucket(bucket), key).await {
+            Ok(headers) => headers,
+            Err(failure) => return absent_or_failure(failure),
         };
-        let record = record_fields!(self, bucket, key, head)?;
-        Ok(Some(record))
+        Ok(Some(self.record_from_answer(bucket, key, &headers)?))
     }
 
     /// The whole object in one GetObject: its record from the answer's
@@ -232,14 +196,41 @@ impl UpstreamStorage {
         key: &str,
     ) -> Result<Option<(ObjectRecord, StoredReader)>, StorageError> {
         self.metrics.upstream_request("GetObject");
-        let upstream = self.upstream_bucket(bucket);
-        let output = match self.client.get_object().bucket(&upstream).key(key).send().await {
-            Ok(output) => output,
-            Err(e) => return absent_or_failure(Failure::from_sdk(e)),
+        let answer = match self.data.get(&self.upstream_bucket(bucket), key, Fetch::default()).await {
+            Ok(answer) => answer,
+            Err(failure) => return absent_or_failure(failure),
         };
-        let record = record_fields!(self, bucket, key, output)?;
-        let body = BlockingBody { handle: tokio::runtime::Handle::current(), body: output.body, current: Bytes::new() };
-        Ok(Some((record, Box::new(body))))
+        let record = self.record_from_answer(bucket, key, answer.headers())?;
+        Ok(Some((record, Box::new(BlockingBody::new(answer.into_body())))))
+    }
+
+    /// The record of an object from a HeadObject or GetObject answer's headers.
+    fn record_from_answer(&self, bucket: &str, key: &str, headers: &HeaderMap) -> Result<ObjectRecord, StorageError> {
+        let stored = header(headers, CONTENT_LENGTH).and_then(|l| l.parse().ok()).unwrap_or_default();
+        let etag = unquote(header(headers, ETAG));
+        let modified = header(headers, LAST_MODIFIED)
+            .and_then(|t| DateTime::from_str(t, DateTimeFormat::HttpDate).ok())
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default();
+        let text = |name: HeaderName| header(headers, name).map(str::to_owned);
+        let content = ContentHeaders {
+            content_type: text(CONTENT_TYPE),
+            content_encoding: text(CONTENT_ENCODING),
+            content_disposition: text(CONTENT_DISPOSITION),
+            content_language: text(CONTENT_LANGUAGE),
+            cache_control: text(CACHE_CONTROL),
+            expires: text(EXPIRES),
+        };
+        let mut user: HashMap<String, String> = headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name.as_str().strip_prefix(USER_METADATA_PREFIX)?;
+                Some((name.to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            })
+            .collect();
+        let sealed = user.remove(SEALED_METADATA);
+        let metadata = ObjectMetadata { content, user: user.into_iter().collect() };
+        self.record_of(bucket, key, stored, &etag, modified, sealed, metadata)
     }
 
     /// A record from what the upstream says about an object.
@@ -293,18 +284,11 @@ impl UpstreamStorage {
         }
         let location: Location = serde_json::from_str(&segment.data_id)
             .map_err(|e| StorageError::Metadata(format!("segment location: {e}")))?;
-        let handle = tokio::runtime::Handle::current();
         self.metrics.upstream_request("GetObject");
-        let request = self
-            .client
-            .get_object()
-            .bucket(location.bucket)
-            .key(location.key)
-            .if_match(format!("\"{}\"", location.etag))
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send();
-        let output = handle.block_on(request).map_err(|e| StorageError::from(Failure::from_sdk(e)))?;
-        Ok(Box::new(BlockingBody { handle, body: output.body, current: Bytes::new() }))
+        let fetch = Fetch { range: Some(range), if_match: Some(&location.etag) };
+        let request = self.data.get(&location.bucket, &location.key, fetch);
+        let answer = tokio::runtime::Handle::current().block_on(request).map_err(StorageError::from)?;
+        Ok(Box::new(BlockingBody::new(answer.into_body())))
     }
 
     /// One page of a bucket's listing: one upstream listing request, and
@@ -458,10 +442,7 @@ async fn feed_all_but_last(
     Ok(held)
 }
 
-/// How an object's metadata travels upstream: a sealed object's as one
-/// opaque value and a neutral content type, a plain one's as sent.
-/// Sets content headers and user metadata on a PutObject or
-/// CreateMultipartUpload builder (the same setters on two types).
+/// Sets content headers and user metadata on a CreateMultipartUpload builder.
 macro_rules! with_headers {
     ($builder:expr, $headers:expr) => {{
         let UpstreamHeaders { content: c, user } = $headers;
@@ -476,6 +457,8 @@ macro_rules! with_headers {
     }};
 }
 
+/// How an object's metadata travels upstream: a sealed object's as one
+/// opaque value and a neutral content type, a plain one's as sent.
 pub(super) struct UpstreamHeaders {
     content: ContentHeaders,
     user: HashMap<String, String>,
@@ -507,8 +490,29 @@ impl UpstreamHeaders {
         }
     }
 
-    fn apply_put(self, put: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
-        with_headers!(put, self)
+    /// The headers of a PutObject. An `Expires` that is no HTTP date is
+    /// left out, as for a multipart upload.
+    fn into_header_map(self) -> HeaderMap {
+        let UpstreamHeaders { content: c, user } = self;
+        let mut headers = HeaderMap::new();
+        let expires = c.expires.filter(|e| DateTime::from_str(e, DateTimeFormat::HttpDate).is_ok());
+        let fields = [
+            (CONTENT_TYPE, c.content_type),
+            (CONTENT_ENCODING, c.content_encoding),
+            (CONTENT_DISPOSITION, c.content_disposition),
+            (CONTENT_LANGUAGE, c.content_language),
+            (CACHE_CONTROL, c.cache_control),
+            (EXPIRES, expires),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                set_header(&mut headers, name.as_str(), &value);
+            }
+        }
+        for (name, value) in user {
+            set_header(&mut headers, &format!("{USER_METADATA_PREFIX}{name}"), &value);
+        }
+        headers
     }
 
     pub(super) fn apply_create(self, create: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
@@ -519,17 +523,25 @@ impl UpstreamHeaders {
 /// An upstream response body read from a blocking thread.
 struct BlockingBody {
     handle: tokio::runtime::Handle,
-    body: SdkStream,
+    body: Incoming,
     current: Bytes,
+}
+
+impl BlockingBody {
+    fn new(body: Incoming) -> Self {
+        Self { handle: tokio::runtime::Handle::current(), body, current: Bytes::new() }
+    }
 }
 
 impl Read for BlockingBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.handle.block_on(self.body.next()) {
-                None => return Ok(0),
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            let frame = self.handle.block_on(tokio::time::timeout(DOWNLOAD_STALL, self.body.frame()));
+            match frame {
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the upstream stalled")),
+                Ok(None) => return Ok(0),
+                Ok(Some(Ok(frame))) => self.current = frame.into_data().unwrap_or_default(),
+                Ok(Some(Err(e))) => return Err(std::io::Error::other(e)),
             }
         }
         let n = buf.len().min(self.current.len());

@@ -5,9 +5,11 @@
 //! record's lock (`record_lock.rs`).
 
 use aws_sdk_s3::primitives::ByteStream;
+use http_body_util::BodyExt;
 
 use super::UpstreamStorage;
 use super::client::{Failure, unquote};
+use super::data_plane::{Fetch, header};
 use super::record_lock::RecordLock;
 use crate::storage::{BucketChange, BucketRecord, StorageError};
 
@@ -50,17 +52,13 @@ impl UpstreamStorage {
     /// An object of the state bucket and its ETag, or None.
     pub(super) async fn read_state_object(&self, key: &str) -> Result<Option<(bytes::Bytes, String)>, StorageError> {
         self.metrics.upstream_request("GetObject");
-        let got = self.client.get_object().bucket(&self.state_bucket).key(key).send().await;
-        let output = match got {
-            Ok(output) => output,
-            Err(e) => {
-                let failure = Failure::from_sdk(e);
-                return if failure.not_found() { Ok(None) } else { Err(failure.into()) };
-            }
+        let answer = match self.data.get(&self.state_bucket, key, Fetch::default()).await {
+            Ok(answer) => answer,
+            Err(failure) => return if failure.not_found() { Ok(None) } else { Err(failure.into()) },
         };
-        let etag = unquote(output.e_tag());
-        let body = output.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        Ok(Some((body.into_bytes(), etag)))
+        let etag = unquote(header(answer.headers(), hyper::header::ETAG));
+        let body = answer.into_body().collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        Ok(Some((body.to_bytes(), etag)))
     }
 
     /// Writes a record; false when the guard did not hold.
