@@ -200,15 +200,19 @@ impl Source<'_> {
     }
 }
 
-/// Reads `local` of a plaintext part, `PLAIN_READ` bytes at a time.
+/// Reads `local` of a plaintext part, at most `PLAIN_READ` bytes at a
+/// time (as they arrived, from an upstream).
 /// Runs on a blocking thread.
 fn read_plain(source: Source<'_>, part: &ObjectPart, local: Range<u64>, tx: &Sender) -> Result<(), ReadError> {
     let mut reader = source.open(part, local.clone())?;
     let mut left = local.end - local.start;
     while left > 0 {
-        let buf = read_buffer(&mut reader, left.min(PLAIN_READ) as usize)?;
-        left -= buf.len() as u64;
-        send(tx, buf.freeze())?;
+        let piece = reader.next_piece(left.min(PLAIN_READ) as usize).map_err(read_failed)?;
+        if piece.is_empty() {
+            return Err(read_failed(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        left -= piece.len() as u64;
+        send(tx, piece)?;
     }
     Ok(())
 }

@@ -533,11 +533,7 @@ impl Storage for LocalStorage {
         writing.await.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
 
-    fn read_data(
-        &self,
-        segment: &DataSegment,
-        range: Range<u64>,
-    ) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+    fn read_data(&self, segment: &DataSegment, range: Range<u64>) -> Result<StoredReader, StorageError> {
         use std::io::{Read, Seek};
         let mut file = std::fs::File::open(self.data_path(&segment.data_id)?)?;
         if file.metadata()?.len() != segment.stored_size {

@@ -22,7 +22,21 @@ use futures::Stream;
 pub use records::*;
 
 /// A blocking reader of stored bytes (read on a blocking thread).
-pub type StoredReader = Box<dyn std::io::Read + Send>;
+pub trait StoredRead: std::io::Read + Send {
+    /// Up to `max` of the next bytes, empty at the end. A reader of a file
+    /// reads them into a fresh buffer; an upstream's response body hands
+    /// out the buffers its bytes arrived in, without a copy.
+    fn next_piece(&mut self, max: usize) -> std::io::Result<Bytes> {
+        let mut buf = Vec::with_capacity(max);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut *self, max as u64), &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl StoredRead for std::io::Take<std::fs::File> {}
+impl StoredRead for std::io::Empty {}
+
+pub type StoredReader = Box<dyn StoredRead>;
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
@@ -234,11 +248,7 @@ pub trait Storage: Send + Sync + 'static {
     /// blocking reader: callers read into their own buffers on a blocking
     /// thread (sealed reads decrypt them in place, no copy). Call it from
     /// `spawn_blocking`.
-    fn read_data(
-        &self,
-        segment: &DataSegment,
-        range: std::ops::Range<u64>,
-    ) -> Result<Box<dyn std::io::Read + Send>, StorageError>;
+    fn read_data(&self, segment: &DataSegment, range: std::ops::Range<u64>) -> Result<StoredReader, StorageError>;
 
     /// Makes an object visible, replacing any previous one with that key;
     /// returns its ETag as stored (unquoted). Fails with `NoSuchBucket`

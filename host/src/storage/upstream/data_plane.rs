@@ -226,7 +226,7 @@ pub fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
 }
 
 /// A header of an upstream answer as text.
-pub fn header<'a>(headers: &'a HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<&'a str> {
+pub fn header(headers: &HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

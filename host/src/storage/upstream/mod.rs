@@ -290,11 +290,7 @@ impl Storage for UpstreamStorage {
         self.start_write(target, body).await
     }
 
-    fn read_data(
-        &self,
-        segment: &DataSegment,
-        range: std::ops::Range<u64>,
-    ) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+    fn read_data(&self, segment: &DataSegment, range: std::ops::Range<u64>) -> Result<StoredReader, StorageError> {
         self.open_reader(segment, range)
     }
 

@@ -274,11 +274,7 @@ impl UpstreamStorage {
     }
 
     /// A blocking reader of `range` of a stored object (one ranged GET).
-    pub(super) fn open_reader(
-        &self,
-        segment: &DataSegment,
-        range: Range<u64>,
-    ) -> Result<Box<dyn Read + Send>, StorageError> {
+    pub(super) fn open_reader(&self, segment: &DataSegment, range: Range<u64>) -> Result<StoredReader, StorageError> {
         if range.is_empty() {
             return Ok(Box::new(std::io::empty()));
         }
@@ -533,21 +529,40 @@ impl BlockingBody {
     }
 }
 
-impl Read for BlockingBody {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl BlockingBody {
+    /// Waits for the next bytes unless some are left; false at the end.
+    fn fill(&mut self) -> std::io::Result<bool> {
         while self.current.is_empty() {
             let frame = self.handle.block_on(tokio::time::timeout(DOWNLOAD_STALL, self.body.frame()));
             match frame {
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the upstream stalled")),
-                Ok(None) => return Ok(0),
+                Ok(None) => return Ok(false),
                 Ok(Some(Ok(frame))) => self.current = frame.into_data().unwrap_or_default(),
                 Ok(Some(Err(e))) => return Err(std::io::Error::other(e)),
             }
+        }
+        Ok(true)
+    }
+}
+
+impl Read for BlockingBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.fill()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
         bytes::Buf::advance(&mut self.current, n);
         Ok(n)
+    }
+}
+
+impl StoredRead for BlockingBody {
+    fn next_piece(&mut self, max: usize) -> std::io::Result<Bytes> {
+        if !self.fill()? {
+            return Ok(Bytes::new());
+        }
+        Ok(self.current.split_to(max.min(self.current.len())))
     }
 }
 
