@@ -21,13 +21,7 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// them: the gateway checks the client's digests itself, and the upstream
 /// must not be asked to hash twice.
 pub fn build(settings: &UpstreamSettings) -> aws_sdk_s3::Client {
-    let credentials = Credentials::new(
-        settings.access_key.clone(),
-        settings.secret_key.expose().to_owned(),
-        None,
-        None,
-        "sealgate-upstream",
-    );
+    let credentials = credentials(settings);
     let http =
         aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     let config = aws_sdk_s3::Config::builder()
@@ -49,6 +43,17 @@ pub fn build(settings: &UpstreamSettings) -> aws_sdk_s3::Client {
         )
         .build();
     aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The upstream account's keys, for the SDK and the data plane alike.
+pub(super) fn credentials(settings: &UpstreamSettings) -> Credentials {
+    Credentials::new(
+        settings.access_key.clone(),
+        settings.secret_key.expose().to_owned(),
+        None,
+        None,
+        "sealgate-upstream",
+    )
 }
 
 /// One failed upstream request, reduced to what the store decides on.

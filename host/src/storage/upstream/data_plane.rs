@@ -15,7 +15,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
     sign,
@@ -35,7 +34,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::UpstreamSettings;
-use super::client::{CONNECT_TIMEOUT, Failure, unquote};
+use super::client::{CONNECT_TIMEOUT, Failure, credentials, unquote};
 
 /// A request body sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, io::Error>;
@@ -84,13 +83,6 @@ impl DataPlane {
             .enable_http1()
             .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(https);
-        let credentials = Credentials::new(
-            settings.access_key.clone(),
-            settings.secret_key.expose().to_owned(),
-            None,
-            None,
-            "sealgate-upstream",
-        );
         let mut signing = SigningSettings::default();
         // S3's rules: the path is escaped once and never normalized, and
         // the payload's hash (here UNSIGNED-PAYLOAD) is a signed header.
@@ -100,7 +92,7 @@ impl DataPlane {
         Self {
             http,
             endpoint: settings.endpoint.trim_end_matches('/').to_owned(),
-            identity: credentials.into(),
+            identity: credentials(settings).into(),
             region: settings.region.clone(),
             settings: signing,
         }
