@@ -389,19 +389,31 @@ def test_rotation_under_concurrent_writes_loses_nothing_and_retires_the_old_key(
             except Exception as e:  # noqa: BLE001 - reported below
                 failures.append(f"{n}: {e!r}")
 
+        def after_more_writes(count: int):
+            # Counted, not timed: on a loaded CI machine a fixed sleep let as few
+            # as 7 writes through, and the rotations then raced almost nothing.
+            with lock:
+                target = len(acknowledged) + count
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not failures:
+                with lock:
+                    if len(acknowledged) >= target:
+                        return
+                time.sleep(0.02)
+
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        after_more_writes(20)
         first = _rewrap(gw, bucket, *(["--deep"] if deep else []))
-        time.sleep(0.5)
+        after_more_writes(20)
         second = _rewrap(gw, bucket, *(["--deep"] if deep else []))
-        time.sleep(0.5)
+        after_more_writes(20)
         stop.set()
         for t in threads:
             t.join()
         assert not failures, failures
-        assert len(acknowledged) > 50
+        assert len(acknowledged) >= 60
         for report in (first, second):
             assert report["old_key_destroyed"] is True, report
             assert not any_kms_key_exists(gw, report["old_key_id"])
