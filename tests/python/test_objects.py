@@ -5,7 +5,7 @@ import gzip
 
 import pytest
 
-from conftest import GARAGE_MANGLES, SEAWEEDFS_MANGLES
+from conftest import KEYS_THE_UPSTREAM_CHANGES, SEAWEEDFS_REFUSES
 from helpers import (
     MiB,
     all_keys,
@@ -119,11 +119,14 @@ def test_delete_objects_quiet(s3, bucket):
     assert all_keys(s3, bucket) == []
 
 
+CHANGED = pytest.mark.skipif(True, reason="the upstream changes this key: test_a_key_the_upstream_would_change_is_refused")
+
+
 @pytest.mark.parametrize(
     "key",
-    [*(pytest.param(k, marks=SEAWEEDFS_MANGLES) for k in
-       ["../../etc/passwd", "a//b", "a/./b", "./x", "../x", "trailing/"]),
-     pytest.param("//leading", marks=[SEAWEEDFS_MANGLES, GARAGE_MANGLES]),
+    [*(pytest.param(k, marks=SEAWEEDFS_REFUSES) for k in ["../../etc/passwd", "a/./b", "./x", "../x"]),
+     *(pytest.param(k, marks=[CHANGED] if k in KEYS_THE_UPSTREAM_CHANGES else []) for k in
+       ["a//b", "//leading", "trailing/"]),
      "sp ace+plus%25", "ünïcødé/ключ", "日本語", "q?uery#hash&amp=1"],
 )
 def test_odd_keys_stored_exactly(s3, bucket, key):
@@ -133,6 +136,38 @@ def test_odd_keys_stored_exactly(s3, bucket, key):
     assert all_keys(s3, bucket) == [key]
     s3.delete_object(Bucket=bucket, Key=key)
     assert keys_after_deletes(s3, bucket) == []
+
+
+# Each key the upstream would change, with the key it would become.
+NEIGHBOURS = {"a//b": "a/b", "//leading": "leading", "trailing/": None}
+
+
+@pytest.mark.parametrize("bucket_fixture", ["bucket", "enc_bucket"])
+@pytest.mark.parametrize("key", sorted(KEYS_THE_UPSTREAM_CHANGES))
+def test_a_key_the_upstream_would_change_is_refused(request, s3, bucket_fixture, key):
+    """Stored as given, the key would alias another object or lose its body
+    upstream: its writes are refused, and its reads and deletes never reach
+    the key it would have become."""
+    bucket = request.getfixturevalue(bucket_fixture)
+    neighbour = NEIGHBOURS[key]
+    if neighbour:
+        put(s3, bucket, neighbour, b"the neighbour")
+    expect_error(lambda: put(s3, bucket, key, b"data"), "InvalidArgument", 400)
+    expect_error(lambda: s3.create_multipart_upload(Bucket=bucket, Key=key), "InvalidArgument", 400)
+    if neighbour:
+        expect_error(lambda: s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": neighbour}),
+                     "InvalidArgument", 400)
+        expect_error(lambda: s3.get_object(Bucket=bucket, Key=key), "NoSuchKey", 404)
+        expect_error(lambda: s3.head_object(Bucket=bucket, Key=key), "404", 404)
+        s3.delete_object(Bucket=bucket, Key=key)
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key}]})
+        assert get_bytes(s3, bucket, neighbour) == b"the neighbour"
+        assert all_keys(s3, bucket) == [neighbour]
+    else:
+        # An empty folder marker is kept exactly.
+        put(s3, bucket, key, b"")
+        assert get_bytes(s3, bucket, key) == b""
+        assert all_keys(s3, bucket) == [key]
 
 
 @pytest.mark.parametrize("max_keys", [1, 2])
@@ -149,7 +184,7 @@ def test_a_listing_resumed_after_a_common_prefix_lists_it_once(s3, bucket, max_k
         assert (keys, prefixes) == (["b/1", "b/2"], ["b/3/"]), lister.__name__
 
 
-@SEAWEEDFS_MANGLES
+@SEAWEEDFS_REFUSES
 def test_key_length_limit(s3, bucket):
     ok_key = "k" * 1024
     put(s3, bucket, ok_key, b"long")

@@ -17,6 +17,7 @@
 mod buckets;
 mod client;
 mod data_plane;
+mod key_limits;
 mod objects;
 mod record_lock;
 mod state;
@@ -63,11 +64,14 @@ pub struct UpstreamStorage {
     read_cache: buckets::ReadCache,
     /// How bucket records change atomically on this upstream (state.rs).
     record_writes: state::RecordWrites,
+    /// Keys this upstream would not store as given (key_limits.rs).
+    key_limits: key_limits::KeyLimits,
 }
 
 impl UpstreamStorage {
     /// Connects, creates the state bucket if the upstream has none, and
-    /// finds out whether the upstream honours conditional writes.
+    /// finds out which keys the upstream stores exactly and whether it
+    /// honours conditional writes.
     pub async fn open(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
         let mut storage = Self {
             client: client::build(settings),
@@ -82,8 +86,10 @@ impl UpstreamStorage {
             pending: Arc::default(),
             read_cache: buckets::ReadCache::default(),
             record_writes: state::RecordWrites::Conditional,
+            key_limits: key_limits::KeyLimits::default(),
         };
         storage.ensure_bucket(&storage.state_bucket).await?;
+        storage.key_limits = storage.probe_key_limits().await?;
         storage.record_writes = match storage.probe_record_writes().await? {
             state::RecordWrites::Conditional if settings.record_lock => {
                 tracing::info!("bucket records change under a lock in the state bucket (--upstream-record-lock)");
@@ -320,6 +326,10 @@ impl Storage for UpstreamStorage {
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {
+        if !self.key_limits.can_exist(key) {
+            // The upstream would delete the key it turns this one into.
+            return Ok(true);
+        }
         self.metrics.upstream_request("DeleteObject");
         self.client
             .delete_object()

@@ -91,6 +91,14 @@ impl UpstreamStorage {
             return Err(StorageError::LengthRequired);
         };
         check_reserved(&target.metadata)?;
+        if target.part.is_none() {
+            // An empty sealed object's one stored chunk is never read back.
+            let empty = match target.metadata {
+                StoredMetadata::Sealed { .. } => format_v2::stored_len(0),
+                StoredMetadata::Plain(_) => 0,
+            };
+            self.key_limits.check_write(&target.key, stored_len > empty)?;
+        }
         self.note_form(&target.bucket, matches!(target.metadata, StoredMetadata::Sealed { .. })).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let (release, released) = oneshot::channel::<bool>();
@@ -180,6 +188,9 @@ impl UpstreamStorage {
 
     /// The object as a record (HEAD), or None.
     pub(super) async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StorageError> {
+        if !self.key_limits.can_exist(key) {
+            return Ok(None);
+        }
         self.metrics.upstream_request("HeadObject");
         let headers = match self.data.head(&self.upstream_bucket(bucket), key).await {
             Ok(headers) => headers,
@@ -195,6 +206,9 @@ impl UpstreamStorage {
         bucket: &str,
         key: &str,
     ) -> Result<Option<(ObjectRecord, StoredReader)>, StorageError> {
+        if !self.key_limits.can_exist(key) {
+            return Ok(None);
+        }
         self.metrics.upstream_request("GetObject");
         let answer = match self.data.get(&self.upstream_bucket(bucket), key, Fetch::default()).await {
             Ok(answer) => answer,

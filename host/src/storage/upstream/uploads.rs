@@ -48,6 +48,8 @@ impl UpstreamStorage {
             None => StoredMetadata::Plain(upload.metadata.clone()),
         };
         super::objects::check_reserved(&metadata)?;
+        // A completed upload has data, unless all its parts are empty.
+        self.key_limits.check_write(&upload.key, true)?;
         let bucket = self.get_bucket(&upload.bucket).await?.ok_or(StorageError::NoSuchBucket)?;
         self.note_form(&bucket, upload.sealing.is_some()).await?;
         self.metrics.upstream_request("CreateMultipartUpload");
